@@ -1,0 +1,51 @@
+"""``autocomp front ...``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from autocomp.cli._common import DB_OPTION, fail, guarded
+from autocomp.cli.tables import print_front
+
+front_app = typer.Typer(help="Pareto fronts recomputed from the study database.", no_args_is_help=True)
+
+
+@front_app.command("show")
+@guarded
+def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION,
+             as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+    """The study's front (searched policies) with the uniform baselines marked."""
+    from autocomp.report import front
+    from autocomp.store import Store
+
+    store = Store(db)
+    st = store.get_study(study)
+    pts = front(store, st)
+    if as_json:
+        typer.echo(json.dumps({"study": study, "status": st.status, "fp32": st.config.get("fp32", {}),
+                               "points": pts}, indent=1, default=str))
+    else:
+        print_front(study, pts, st.config)
+
+
+@front_app.command("export")
+@guarded
+def export_cmd(study: str = typer.Argument(...), policy_id: str = typer.Argument(..., help="Policy id (a unique prefix is enough)."),
+               output: Path = typer.Option(..., "-o", "--output", help="Where to write the policy JSON."),
+               db: Optional[str] = DB_OPTION) -> None:
+    """Write one policy as versioned JSON (``autocomp.policy.Policy.from_dict`` reads it back)."""
+    from autocomp.policy import Policy
+    from autocomp.store import Store
+
+    store = Store(db)
+    p = store.get_policy(store.get_study(study), policy_id)
+    policy = Policy.from_dict(p.policy)
+    doc = {**policy.to_dict(), "study": study, "source": p.source, "label": p.label, "costs": p.costs}
+    try:
+        output.write_text(json.dumps(doc, indent=1))
+    except OSError as e:
+        fail(f"cannot write {output}: {e.strerror}")
+    typer.echo(f"wrote policy {policy.id} ({len(policy)} layers) to {output}")

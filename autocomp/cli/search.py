@@ -1,0 +1,65 @@
+"""``autocomp search``."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+from typing import Optional
+
+import typer
+
+from autocomp.cli._common import DB_OPTION, fail, guarded
+from autocomp.cli.tables import print_front
+
+
+@guarded
+def search_cmd(
+    model: str = typer.Option("digits", "--model", "-m", help="Built-in name, package.module:factory or file.py:factory."),
+    budget: str = typer.Option("size<=25%", "--budget", "-b", help="e.g. 'size<=25%', 'size<=1.5MB,bitops<=30%', 'avg_bits<=4'."),
+    study: Optional[str] = typer.Option(None, "--study", "-s", help="Study name; an existing name resumes that study."),
+    db: Optional[str] = DB_OPTION,
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (auto, ray://host:port); default: local Ray."),
+    space: str = typer.Option("mixed_precision", "--space", help="Search space: built-in name or YAML file."),
+    proxy: str = typer.Option("loss_delta", "--proxy", help="Sensitivity proxy (see `autocomp proxies list`)."),
+    allocator: str = typer.Option("ilp", "--allocator", help="Allocator: ilp."),
+    points: int = typer.Option(12, "--points", help="Budget points in the sweep."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Evaluator actors (default: one per CPU)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
+) -> None:
+    """Search per-layer compression policies under a budget; prints the Pareto front."""
+    from autocomp.progress import RichStages
+    from autocomp.search import SearchConfig, run_search
+    from autocomp.store import Store
+
+    cfg = SearchConfig(model=model, budget=budget, space=space, proxy=proxy, allocator=allocator,
+                       points=points, seed=seed, workers=workers, address=address)
+    store = Store(db)
+    name = study or f"{model.replace('/', '_').replace(':', '_')}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    stages = RichStages()
+    try:
+        result = run_search(cfg, store, name, stages)
+    except KeyboardInterrupt:
+        stages.close()
+        _mark(store, name, "interrupted")
+        fail(f"interrupted; stored results are kept: resume with `autocomp search --study {name}`", 130)
+    except BaseException:
+        stages.close()
+        _mark(store, name, "failed")
+        raise
+    stages.close()
+    if as_json:
+        typer.echo(json.dumps({"study": name, "front": result.front}, indent=1, default=str))
+    else:
+        print_front(name, result.front, store.get_study(name).config)
+        typer.echo(f"study {name!r}: {result.evaluated_now} evaluated now, {result.skipped} already stored "
+                   f"({store.url})")
+
+
+def _mark(store, name: str, status: str) -> None:
+    try:
+        st = store.get_study(name, missing_ok=True)
+        if st is not None and st.status == "running":
+            store.set_status(st, status)
+    except Exception:
+        pass

@@ -1,0 +1,200 @@
+"""Compression policies: one :class:`Choice` per quantizable layer, and ``apply`` to build the
+compressed model.
+
+Example:
+    >>> import torch
+    >>> from autocomp.policy import Choice, Policy, apply
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    >>> policy = Policy.from_choices({"0": Choice(w_bits=4, a_bits=8, prune=0.5)})
+    >>> small = apply(model, policy)          # a compressed copy; ``model`` is untouched
+    >>> int((small[0].weight == 0).sum())
+    8
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from autocomp.quant import FLOAT_BITS, compress_weight, fake_quant_act, is_float
+
+POLICY_VERSION = 1
+
+
+@dataclass(frozen=True, order=True)
+class Choice:
+    """How one layer is compressed.
+
+    Attributes:
+        w_bits: weight bits: 1 (binary), 1.58 (ternary), 2..16, or 32 (float).
+        a_bits: bits of the layer's input activation; 32 leaves it in float.
+        prune: fraction of the layer's weights removed by magnitude (0 keeps all).
+    """
+
+    w_bits: float = 8
+    a_bits: int = 8
+    prune: float = 0.0
+    version: int = field(default=1, compare=False)
+
+    @property
+    def key(self) -> str:
+        """Stable short name, e.g. ``w4a8p0.5``; used as a column key in the study database."""
+        p = f"p{self.prune:g}" if self.prune else ""
+        return f"w{self.w_bits:g}a{self.a_bits:g}{p}"
+
+    @classmethod
+    def from_key(cls, key: str) -> "Choice":
+        """Inverse of :attr:`key`."""
+        import re
+
+        m = re.fullmatch(r"w([\d.]+)a([\d.]+)(?:p([\d.]+))?", key)
+        if not m:
+            raise ValueError(f"not a choice key: {key!r}")
+        w = float(m.group(1))
+        return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(float(m.group(2))),
+                   prune=float(m.group(3) or 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "prune": self.prune}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Choice":
+        w = float(d["w_bits"])
+        return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(d.get("a_bits", 8)),
+                   prune=float(d.get("prune", 0.0)))
+
+    @property
+    def effective_w_bits(self) -> float:
+        """Stored bits per original weight once pruned weights are dropped."""
+        return float(self.w_bits) * (1.0 - self.prune)
+
+
+FLOAT_CHOICE = Choice(w_bits=FLOAT_BITS, a_bits=FLOAT_BITS, prune=0.0)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An ordered mapping layer name -> :class:`Choice`, with a stable content hash as its id."""
+
+    layers: tuple[tuple[str, Choice], ...]
+    version: int = POLICY_VERSION
+
+    @classmethod
+    def from_choices(cls, choices: Mapping[str, Choice] | Iterable[tuple[str, Choice]]) -> "Policy":
+        items = choices.items() if isinstance(choices, Mapping) else choices
+        return cls(layers=tuple((str(n), c) for n, c in items))
+
+    @classmethod
+    def uniform(cls, names: Iterable[str], choice: Choice) -> "Policy":
+        return cls.from_choices([(n, choice) for n in names])
+
+    def as_dict(self) -> dict[str, Choice]:
+        return dict(self.layers)
+
+    def __getitem__(self, name: str) -> Choice:
+        for n, c in self.layers:
+            if n == name:
+                return c
+        raise KeyError(name)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def id(self) -> str:
+        """12 hex digits of the SHA-256 of the canonical JSON; equal policies share an id."""
+        blob = json.dumps([[n, c.to_dict()] for n, c in self.layers], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "id": self.id,
+            "layers": [{"name": n, **c.to_dict()} for n, c in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Policy":
+        version = int(d.get("version", POLICY_VERSION))
+        if version > POLICY_VERSION:
+            raise ValueError(f"policy version {version} is newer than this autocomp ({POLICY_VERSION})")
+        layers = d.get("layers")
+        if not isinstance(layers, list):
+            raise ValueError("policy JSON has no 'layers' list")
+        return cls(layers=tuple((str(e["name"]), Choice.from_dict(e)) for e in layers))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Policy":
+        return cls.from_dict(json.loads(text))
+
+    def describe(self) -> str:
+        """Compact one-line description, e.g. ``w8:2 w4:5 w2:1``."""
+        from collections import Counter
+
+        cnt = Counter(c.key for _, c in self.layers)
+        return " ".join(f"{k}:{v}" for k, v in sorted(cnt.items()))
+
+
+class ActFakeQuant:
+    """Forward pre-hook quantizing a layer's input per tensor (picklable, so models deep-copy)."""
+
+    def __init__(self, lo: float, hi: float, bits: int):
+        self.lo, self.hi, self.bits = float(lo), float(hi), int(bits)
+
+    def __call__(self, module: torch.nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        return (fake_quant_act(x, self.lo, self.hi, self.bits),) + tuple(args[1:])
+
+
+def weight_of(module: torch.nn.Module) -> torch.Tensor:
+    """The weight with output channels on dim 0 (transformers' Conv1D stores it transposed)."""
+    w = module.weight
+    return w.t() if type(module).__name__ == "Conv1D" else w
+
+
+def _set_weight(module: torch.nn.Module, w: torch.Tensor) -> None:
+    if type(module).__name__ == "Conv1D":
+        w = w.t()
+    with torch.no_grad():
+        module.weight.copy_(w)
+
+
+def apply(
+    model: torch.nn.Module,
+    policy: Policy,
+    act_ranges: Mapping[str, Mapping[int, tuple[float, float]]] | None = None,
+) -> torch.nn.Module:
+    """Return a compressed copy of ``model`` following ``policy`` (fake quantization).
+
+    Args:
+        model: the float model; never modified.
+        policy: a choice per layer name (names as in ``model.named_modules()``).
+        act_ranges: per layer, per activation bit-width, the calibrated (lo, hi) input range
+            (see :func:`autocomp.calibrate.activation_ranges`). Required when any choice
+            quantizes activations.
+
+    Returns:
+        A deep copy with weights pruned and quantized, and input fake-quant hooks installed.
+    """
+    out = copy.deepcopy(model)
+    modules = dict(out.named_modules())
+    for name, choice in policy.layers:
+        if name not in modules:
+            raise KeyError(f"policy names layer {name!r} that the model does not have")
+        mod = modules[name]
+        if not is_float(choice.w_bits) or choice.prune > 0:
+            _set_weight(mod, compress_weight(weight_of(mod).detach(), choice.w_bits, choice.prune))
+        if not is_float(choice.a_bits):
+            if act_ranges is None or name not in act_ranges:
+                raise ValueError(f"activation ranges for layer {name!r} are needed to quantize its input")
+            ranges = act_ranges[name]
+            lo, hi = ranges.get(int(choice.a_bits), ranges.get(max(ranges)))
+            mod.register_forward_pre_hook(ActFakeQuant(lo, hi, int(choice.a_bits)))
+    return out

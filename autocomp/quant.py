@@ -1,0 +1,147 @@
+"""Fake-quantization numerics shared by the simulation, the proxies and the kernels.
+
+Weights: symmetric, per output channel, clipping ratio chosen per channel to minimise the MSE.
+1 bit: sign with a per-channel scale (mean |w|). 1.58 bits: ternary, BitNet b1.58 style
+(absmean scale, round and clamp to {-1, 0, 1}). Activations: per tensor, affine, range from
+calibration with an MSE-chosen clip at low bit-widths.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_BITS = 32
+TERNARY_BITS = 1.58
+# Clipping ratios tried per channel for the MSE search; 1.0 first so ties keep the full range.
+_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3)
+
+
+def is_float(bits: float) -> bool:
+    """True when ``bits`` means "leave in floating point"."""
+    return bits >= FLOAT_BITS
+
+
+def _per_channel(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], -1)
+
+
+def binarize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sign with a per-output-channel scale (mean |w|). Returns (codes in {-1, 1}, scale)."""
+    flat = _per_channel(w)
+    scale = flat.abs().mean(dim=1).clamp_min(1e-12)
+    codes = torch.where(flat >= 0, 1.0, -1.0).to(w.dtype)
+    return codes.reshape(w.shape), scale
+
+
+def ternarize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BitNet b1.58 ternary: scale = mean |w| per channel, codes = clamp(round(w/scale), -1, 1)."""
+    flat = _per_channel(w)
+    scale = flat.abs().mean(dim=1).clamp_min(1e-12)
+    codes = (flat / scale[:, None]).round().clamp(-1, 1)
+    return codes.reshape(w.shape), scale
+
+
+def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes and per-channel scales so that ``codes * scale[:, None, ...] ~= w``.
+
+    Args:
+        w: weight with output channels on dim 0.
+        bits: 1 (binary), 1.58 (ternary) or an integer 2..16.
+
+    Returns:
+        (codes as float tensor shaped like w, scale of shape [out_channels]).
+    """
+    if bits == 1:
+        return binarize_weight(w)
+    if abs(bits - TERNARY_BITS) < 1e-6:
+        return ternarize_weight(w)
+    b = int(round(bits))
+    if b < 2 or b > 16 or abs(b - bits) > 1e-6:
+        raise ValueError(f"unsupported weight bit-width {bits}")
+    qmax = 2 ** (b - 1) - 1
+    flat = _per_channel(w)
+    amax = flat.abs().amax(dim=1).clamp_min(1e-12)
+    best_err = None
+    best_scale = amax / qmax
+    for r in _CLIP_RATIOS if b <= 8 else (1.0,):
+        scale = amax * r / qmax
+        q = (flat / scale[:, None]).round().clamp(-qmax - 1, qmax)
+        err = ((q * scale[:, None] - flat) ** 2).sum(dim=1)
+        if best_err is None:
+            best_err, best_scale = err, scale
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_scale = torch.where(better, scale, best_scale)
+    codes = (flat / best_scale[:, None]).round().clamp(-qmax - 1, qmax)
+    return codes.reshape(w.shape), best_scale
+
+
+def fake_quant_weight(w: torch.Tensor, bits: float) -> torch.Tensor:
+    """Quantize-dequantize ``w`` at ``bits`` (float bit-widths return ``w`` unchanged)."""
+    if is_float(bits):
+        return w
+    with torch.no_grad():
+        codes, scale = quantize_weight_codes(w.detach().float(), bits)
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        return (codes * scale.reshape(shape)).to(w.dtype)
+
+
+def prune_mask(w: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Magnitude mask keeping the largest ``1 - ratio`` fraction of ``w`` (unstructured)."""
+    n = w.numel()
+    k = int(round(ratio * n))
+    if k <= 0:
+        return torch.ones_like(w, dtype=torch.bool)
+    if k >= n:
+        return torch.zeros_like(w, dtype=torch.bool)
+    thresh = w.detach().abs().flatten().kthvalue(k).values
+    mask = w.detach().abs() > thresh
+    # Ties at the threshold: keep exactly n - k entries so the ratio is exact.
+    deficit = (n - k) - int(mask.sum())
+    if deficit > 0:
+        ties = ((w.detach().abs() == thresh) & ~mask).flatten().nonzero().flatten()[:deficit]
+        mask = mask.flatten()
+        mask[ties] = True
+        mask = mask.reshape(w.shape)
+    return mask
+
+
+def compress_weight(w: torch.Tensor, bits: float, prune: float = 0.0) -> torch.Tensor:
+    """Prune by magnitude, then fake-quantize the survivors (pruned weights stay exactly 0)."""
+    if prune > 0:
+        mask = prune_mask(w, prune)
+        w = w * mask
+        if is_float(bits):
+            return w
+        return fake_quant_weight(w, bits) * mask
+    return fake_quant_weight(w, bits)
+
+
+def act_qparams(lo: float, hi: float, bits: int) -> tuple[float, float, int, int]:
+    """Affine parameters (scale, zero_point, qmin, qmax) for a tensor known to lie in [lo, hi]."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    qmin, qmax = 0, 2**bits - 1
+    scale = max(hi - lo, 1e-8) / (qmax - qmin)
+    zero_point = round(-lo / scale)
+    return scale, float(zero_point), qmin, qmax
+
+
+def fake_quant_act(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
+    """Per-tensor affine fake quantization of an activation."""
+    scale, zp, qmin, qmax = act_qparams(lo, hi, bits)
+    return (torch.clamp(torch.round(x / scale) + zp, qmin, qmax) - zp) * scale
+
+
+def choose_act_range(sample: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, float]:
+    """Clip [lo, hi] to the range minimising the quantization MSE on ``sample``."""
+    if bits >= 8 or sample.numel() == 0:
+        return lo, hi
+    best = (math.inf, lo, hi)
+    for r in _CLIP_RATIOS:
+        clo, chi = lo * r, hi * r
+        err = float(((fake_quant_act(sample, clo, chi, bits) - sample) ** 2).mean())
+        if err < best[0]:
+            best = (err, clo, chi)
+    return best[1], best[2]

@@ -1,0 +1,183 @@
+"""The search pipeline: profile -> proxies -> allocate -> evaluate -> store -> front.
+
+Every stage persists what it produced before the next starts, and skips what the study already
+holds, so re-running a study resumes it. Ray workers return values; only this controller writes.
+
+Example:
+    >>> from autocomp.search import SearchConfig, run_search
+    >>> from autocomp.store import Store
+    >>> result = run_search(SearchConfig(model="digits"), Store("sqlite:///demo.db"), "demo")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autocomp.allocators import get_allocator
+from autocomp.budget import Budget, CostModel, parse_budget
+from autocomp.errors import AutocompError, InfeasibleBudget, StoreError
+from autocomp.policy import Choice, Policy
+from autocomp.profile import model_param_count, profile_model
+from autocomp.progress import Stages
+from autocomp.proxies import get_proxy
+from autocomp.search_spaces import load_space
+from autocomp.store import Store
+from autocomp.store.repository import StudyInfo
+from autocomp.workload import load_workload
+
+DEFAULT_BASELINES = (8, 6, 4, 3, 2)
+
+
+@dataclass
+class SearchConfig:
+    """Everything that defines a search (stored with the study)."""
+
+    model: str = "digits"
+    budget: str = "size<=25%"
+    space: str = "mixed_precision"
+    proxy: str = "loss_delta"
+    allocator: str = "ilp"
+    points: int = 12
+    baselines: tuple[int, ...] = DEFAULT_BASELINES
+    seed: int = 0
+    workers: int | None = None
+    address: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["baselines"] = list(self.baselines)
+        return d
+
+
+@dataclass
+class SearchResult:
+    study: StudyInfo
+    front: list[dict]
+    evaluated_now: int
+    skipped: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _validate(cfg: SearchConfig) -> tuple[Budget, Any]:
+    budget = parse_budget(cfg.budget)
+    space = load_space(cfg.space)
+    get_proxy(cfg.proxy)  # unknown names fail before any work
+    get_allocator(cfg.allocator)
+    if cfg.points < 1:
+        raise AutocompError("--points must be at least 1")
+    return budget, space
+
+
+def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages | None = None) -> SearchResult:
+    """Run (or resume) study ``study_name`` with ``cfg``; returns the stored front."""
+    from autocomp.report import front as front_of
+    from autocomp.workers.proxy_tasks import score_on_ray
+    from autocomp.workers.ptq import evaluate_on_ray
+    from autocomp.workers.session import ensure_ray
+
+    stages = stages or Stages()
+    budget, space = _validate(cfg)
+
+    # The workload loads here first: bad specs fail before the study is touched, and built-in
+    # models are trained and cached once before the workers start.
+    with stages.stage("load model", 1) as tick:
+        workload = load_workload(cfg.model)
+        model = workload.model()
+        tick()
+
+    study, created = store.open_study(study_name, {**cfg.to_dict(), "budget_text": budget.describe()})
+    if not created and study.config.get("model") != cfg.model:
+        raise AutocompError(f"study {study_name!r} was created for model {study.config.get('model')!r}, "
+                            f"not {cfg.model!r}: pick another --study name")
+    store.set_status(study, "running")
+
+    with stages.stage("profile", 1) as tick:
+        layers = store.load_layers(study)
+        if not layers:
+            layers = profile_model(model, workload.sample_input())
+            if not layers:
+                raise AutocompError(f"model {cfg.model!r} has no Conv1d/Conv2d/Linear layer to compress")
+            store.save_layers(study, layers)
+        cm = CostModel(layers, total_params=model_param_count(model))
+        fp32_costs = {m: cm.fp32(m) for m in ("size", "bitops", "avg_bits")}
+        store.update_config(study, fp32=fp32_costs, front_costs=[c.metric for c in budget.constraints],
+                            budget=budget.to_dict(), budget_text=budget.describe(), space_def=space.to_dict())
+        tick()
+
+    ensure_ray(cfg.address, num_cpus=cfg.workers)
+
+    with stages.stage(f"proxy {cfg.proxy}", 1) as tick:
+        sens = store.load_sensitivity(study, cfg.proxy)
+        if sens is None or any(l.name not in sens.omega for l in layers):
+            sens = score_on_ray(cfg.model, cfg.proxy, layers, space)
+            store.save_sensitivity(study, sens)
+        missing = [(l.name, c.key) for l in layers for c in space.choices_for(l, len(layers))
+                   if c.key not in sens.omega.get(l.name, {})]
+        if missing:  # scores stored for another space: score again for this one
+            sens = score_on_ray(cfg.model, cfg.proxy, layers, space)
+            store.save_sensitivity(study, sens)
+        tick()
+
+    allocator = get_allocator(cfg.allocator)
+    candidates: list[tuple[Policy, str, str, dict]] = []
+    with stages.stage("allocate", cfg.points) as tick:
+        sweep = allocator.sweep(layers, sens, space, budget, cm, points=cfg.points)
+        for a in sweep:
+            candidates.append((a.policy, cfg.allocator, f"{cfg.allocator} {_describe_limit(a.budget, cm)}",
+                               {"objective": a.objective, "status": a.status, "budget": a.budget.to_dict()}))
+        tick(len(sweep))
+        # HAWQ's comparison: mixed precision at exactly the size/bitops of each uniform baseline.
+        names = [l.name for l in layers]
+        primary = budget.constraints[0].metric
+        for b in cfg.baselines:
+            uni = Policy.uniform(names, Choice(b, 8, 0.0))
+            lim = cm.cost(primary, uni)
+            if lim > budget.constraints[0].limit(cm) * (1 + 1e-9):
+                continue
+            try:
+                a = allocator.solve(layers, sens, space, budget.with_limit(primary, lim, cm), cm)
+            except InfeasibleBudget:
+                continue
+            candidates.append((a.policy, cfg.allocator, f"{cfg.allocator} @uniform-{b}bit {primary}",
+                               {"objective": a.objective, "status": a.status, "budget": a.budget.to_dict()}))
+    for b in cfg.baselines:
+        candidates.append((Policy.uniform(names, Choice(b, 8, 0.0)), "uniform", f"uniform w{b}a8", {}))
+    candidates.append((Policy.uniform(names, Choice(32, 32, 0.0)), "fp32", "fp32", {}))
+
+    metrics = ("size", "bitops", "avg_bits") + (("latency",) if cm.latency_table else ())
+    todo, seen = [], set()
+    for pol, source, label, info in candidates:
+        if pol.id in seen:
+            continue
+        seen.add(pol.id)
+        store.save_policy(study, pol, source, label, cm.costs(pol, metrics), info)
+        todo.append(pol)
+    done_ids = store.evaluated_ids(study)
+    pending = [p for p in todo if p.id not in done_ids]
+    costs_of = {p.id: cm.costs(p, metrics) for p in pending}
+
+    failures: list[str] = []
+    with stages.stage("evaluate", len(pending)) as tick:
+        def on_result(res: dict) -> None:
+            store.save_evaluation(study, res["policy_id"], {**res, **costs_of[res["policy_id"]]})
+            tick()
+
+        def on_error(pid: str, e: BaseException) -> None:
+            failures.append(f"{pid}: {type(e).__name__}")
+            tick()
+
+        evaluate_on_ray(cfg.model, pending, on_result, workers=cfg.workers, on_error=on_error)
+    if failures:
+        store.set_status(study, "incomplete")
+        raise AutocompError(f"{len(failures)} evaluation(s) failed ({failures[0]}); stored results are kept: "
+                            f"run `autocomp search --study {study_name}` again to retry them")
+    store.set_status(study, "done")
+    return SearchResult(store.get_study(study_name), front_of(store, study), len(pending),
+                        len(todo) - len(pending), dict(stages.times))
+
+
+def _describe_limit(budget: Budget | None, cm: CostModel) -> str:
+    if budget is None:
+        return ""
+    c = budget.constraints[0]
+    return f"{c.metric}<={cm.format(c.metric, c.limit(cm))}"

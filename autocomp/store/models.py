@@ -1,0 +1,76 @@
+"""Tables of the study database. Only :mod:`autocomp.store.repository` uses sessions on them."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StudyRow(Base):
+    __tablename__ = "autocomp_studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, index=True)
+    status: Mapped[str] = mapped_column(String(32), default="created")
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    schema_version: Mapped[int] = mapped_column(Integer, default=SCHEMA_VERSION)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class LayerRow(Base):
+    __tablename__ = "autocomp_layers"
+    __table_args__ = (UniqueConstraint("study_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(500))
+    info: Mapped[dict] = mapped_column(JSON)
+
+
+class ScoreRow(Base):
+    __tablename__ = "autocomp_scores"
+    __table_args__ = (UniqueConstraint("study_id", "proxy", "layer", "choice"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    proxy: Mapped[str] = mapped_column(String(200))
+    layer: Mapped[str] = mapped_column(String(500))
+    choice: Mapped[str] = mapped_column(String(64))   # choice key, or "__layer__" for the layer score
+    value: Mapped[float] = mapped_column(Float)
+
+
+class PolicyRow(Base):
+    __tablename__ = "autocomp_policies"
+    __table_args__ = (UniqueConstraint("study_id", "policy_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    policy_id: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))   # ilp | dp | uniform | optuna | fp32 ...
+    label: Mapped[str] = mapped_column(String(200), default="")
+    policy: Mapped[dict] = mapped_column(JSON)
+    costs: Mapped[dict] = mapped_column(JSON, default=dict)
+    info: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EvaluationRow(Base):
+    __tablename__ = "autocomp_evaluations"
+    __table_args__ = (UniqueConstraint("study_id", "policy_id", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    policy_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32), default="ptq")   # ptq | qat | kernel ...
+    accuracy: Mapped[float] = mapped_column(Float)
+    size: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bitops: Mapped[float | None] = mapped_column(Float, nullable=True)
+    avg_bits: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency: Mapped[float | None] = mapped_column(Float, nullable=True)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

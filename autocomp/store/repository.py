@@ -1,0 +1,346 @@
+"""``Store``: the only code that opens SQLAlchemy sessions.
+
+Every write is its own short transaction, so a crashed controller loses at most what was in
+flight. Errors that come from the database's reachability or permissions become one-line
+:class:`~autocomp.errors.StoreError`s.
+"""
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from autocomp.errors import StoreError
+from autocomp.store.models import Base, EvaluationRow, LayerRow, PolicyRow, ScoreRow, StudyRow
+
+DEFAULT_DB = "sqlite:///autocomp.db"
+_LAYER_SCORE = "__layer__"
+
+
+def normalize_url(db: str | None) -> str:
+    """``None`` -> ``$AUTOCOMP_DB`` or ./autocomp.db; a bare path -> a SQLite URL."""
+    db = db or os.environ.get("AUTOCOMP_DB") or DEFAULT_DB
+    if "://" not in db:
+        return f"sqlite:///{Path(db).expanduser()}"
+    return db
+
+
+def _finite(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _clean_json(obj: Any) -> Any:
+    """JSON columns on PostgreSQL reject NaN/inf: store them as strings that round-trip."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return repr(obj)
+    if isinstance(obj, dict):
+        return {str(k): _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_json(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    id: int
+    name: str
+    status: str
+    config: dict
+    created_at: Any
+    updated_at: Any
+
+
+@dataclass(frozen=True)
+class EvaluationInfo:
+    policy_id: str
+    kind: str
+    accuracy: float
+    size: float | None
+    bitops: float | None
+    avg_bits: float | None
+    latency: float | None
+    extra: dict
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    policy_id: str
+    source: str
+    label: str
+    policy: dict
+    costs: dict
+    info: dict
+
+
+class Store:
+    """A study database at a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://...``)."""
+
+    def __init__(self, url: str | None = None, create: bool = True):
+        self.url = normalize_url(url)
+        try:
+            u = make_url(self.url)
+        except ArgumentError as e:
+            raise StoreError(f"not a database URL: {self.url!r}") from e
+        kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+        if u.get_backend_name() == "sqlite":
+            if u.database and u.database != ":memory:":
+                parent = Path(u.database).expanduser().resolve().parent
+                if not parent.is_dir():
+                    raise StoreError(f"cannot open database {self.url}: directory {str(parent)!r} does not exist")
+            kwargs["connect_args"] = {"timeout": 30}
+        elif u.get_backend_name().startswith("postgresql"):
+            if u.drivername == "postgresql":
+                u = u.set(drivername="postgresql+psycopg")
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        try:
+            self.engine: Engine = create_engine(u, **kwargs)
+        except ModuleNotFoundError as e:
+            raise StoreError(f"database driver missing for {u.drivername} ({e.name}): pip install 'autocomp[postgres]'") from e
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
+        if u.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if create:
+            try:
+                Base.metadata.create_all(self.engine)
+            except SQLAlchemyError as e:
+                raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        s = self._sessions()
+        try:
+            yield s
+            s.commit()
+        except OperationalError as e:
+            s.rollback()
+            msg = _first_line(e)
+            if "database is locked" in msg:
+                raise StoreError(f"SQLite database {self.url} is locked by another writer: "
+                                 "use a server database (--db postgresql://...) for parallel searches") from e
+            raise StoreError(f"database error on {self.url}: {msg}") from e
+        except Exception:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ---- studies ------------------------------------------------------------------------------
+    def open_study(self, name: str, config: dict | None = None) -> tuple[StudyInfo, bool]:
+        """Get study ``name`` or create it with ``config``; returns (study, created)."""
+        existing = self.get_study(name, missing_ok=True)
+        if existing is not None:
+            return existing, False
+        try:
+            with self.session() as s:
+                row = StudyRow(name=name, status="created", config=_clean_json(config or {}))
+                s.add(row)
+                s.flush()
+                sid = row.id
+        except IntegrityError:  # another process created it first
+            return self.get_study(name), False
+        return self.get_study_by_id(sid), True
+
+    def get_study(self, name: str, missing_ok: bool = False) -> StudyInfo | None:
+        with self.session() as s:
+            row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+            if row is None:
+                if missing_ok:
+                    return None
+                raise StoreError(f"no study named {name!r} in {self.url}")
+            return _study(row)
+
+    def get_study_by_id(self, sid: int) -> StudyInfo:
+        with self.session() as s:
+            return _study(s.get(StudyRow, sid))
+
+    def set_status(self, study: StudyInfo, status: str) -> None:
+        with self.session() as s:
+            s.get(StudyRow, study.id).status = status
+
+    def update_config(self, study: StudyInfo, **changes: Any) -> None:
+        with self.session() as s:
+            row = s.get(StudyRow, study.id)
+            row.config = _clean_json({**row.config, **changes})
+
+    def list_studies(self) -> list[dict[str, Any]]:
+        """Every study with its counts of layers, policies and evaluations."""
+        with self.session() as s:
+            counts = {}
+            for table, key in ((LayerRow, "layers"), (PolicyRow, "policies"), (EvaluationRow, "evaluations")):
+                for sid, n in s.execute(select(table.study_id, func.count()).group_by(table.study_id)):
+                    counts.setdefault(sid, {})[key] = n
+            out = []
+            for row in s.scalars(select(StudyRow).order_by(StudyRow.id)):
+                c = counts.get(row.id, {})
+                out.append({"name": row.name, "status": row.status, "model": row.config.get("model", ""),
+                            "budget": row.config.get("budget_text", ""), "layers": c.get("layers", 0),
+                            "policies": c.get("policies", 0), "evaluations": c.get("evaluations", 0),
+                            "created_at": row.created_at, "updated_at": row.updated_at})
+            return out
+
+    # ---- layers -------------------------------------------------------------------------------
+    def save_layers(self, study: StudyInfo, layers: Sequence) -> None:
+        with self.session() as s:
+            s.execute(delete(LayerRow).where(LayerRow.study_id == study.id))
+            for l in layers:
+                s.add(LayerRow(study_id=study.id, idx=l.index, name=l.name, info=l.to_dict()))
+
+    def load_layers(self, study: StudyInfo) -> list:
+        from autocomp.profile import LayerInfo
+
+        with self.session() as s:
+            rows = s.scalars(select(LayerRow).where(LayerRow.study_id == study.id).order_by(LayerRow.idx))
+            return [LayerInfo.from_dict(r.info) for r in rows]
+
+    # ---- scores -------------------------------------------------------------------------------
+    def save_sensitivity(self, study: StudyInfo, sens) -> None:
+        with self.session() as s:
+            s.execute(delete(ScoreRow).where(ScoreRow.study_id == study.id, ScoreRow.proxy == sens.proxy))
+            for layer, row in sens.omega.items():
+                for key, v in row.items():
+                    s.add(ScoreRow(study_id=study.id, proxy=sens.proxy, layer=layer, choice=key, value=float(v)))
+            for layer, v in sens.layer_scores.items():
+                s.add(ScoreRow(study_id=study.id, proxy=sens.proxy, layer=layer, choice=_LAYER_SCORE, value=float(v)))
+
+    def load_sensitivity(self, study: StudyInfo, proxy: str):
+        """The stored sensitivity of ``proxy``, or ``None`` when it was never scored."""
+        from autocomp.proxies import Sensitivity
+
+        with self.session() as s:
+            rows = list(s.scalars(select(ScoreRow).where(ScoreRow.study_id == study.id, ScoreRow.proxy == proxy)))
+        if not rows:
+            return None
+        omega: dict[str, dict[str, float]] = {}
+        scores: dict[str, float] = {}
+        for r in rows:
+            if r.choice == _LAYER_SCORE:
+                scores[r.layer] = r.value
+            else:
+                omega.setdefault(r.layer, {})[r.choice] = r.value
+        return Sensitivity(proxy, omega, scores)
+
+    def scored_proxies(self, study: StudyInfo) -> list[str]:
+        with self.session() as s:
+            return sorted(s.scalars(select(ScoreRow.proxy).where(ScoreRow.study_id == study.id).distinct()))
+
+    # ---- policies -----------------------------------------------------------------------------
+    def save_policy(self, study: StudyInfo, policy, source: str, label: str = "",
+                    costs: dict | None = None, info: dict | None = None) -> bool:
+        """Store a policy once (by id); returns False when it was already there."""
+        try:
+            with self.session() as s:
+                exists = s.scalar(select(PolicyRow.id).where(PolicyRow.study_id == study.id,
+                                                             PolicyRow.policy_id == policy.id))
+                if exists is not None:
+                    return False
+                s.add(PolicyRow(study_id=study.id, policy_id=policy.id, source=source, label=label,
+                                policy=policy.to_dict(), costs=_clean_json(costs or {}),
+                                info=_clean_json(info or {})))
+            return True
+        except IntegrityError:
+            return False
+
+    def get_policy(self, study: StudyInfo, policy_id: str) -> PolicyInfo:
+        with self.session() as s:
+            rows = list(s.scalars(select(PolicyRow).where(PolicyRow.study_id == study.id,
+                                                          PolicyRow.policy_id.startswith(policy_id))))
+        if not rows:
+            raise StoreError(f"study {study.name!r} has no policy {policy_id!r}")
+        if len(rows) > 1:
+            raise StoreError(f"policy id prefix {policy_id!r} is ambiguous in study {study.name!r}")
+        return _policy(rows[0])
+
+    def list_policies(self, study: StudyInfo) -> list[PolicyInfo]:
+        with self.session() as s:
+            return [_policy(r) for r in s.scalars(select(PolicyRow).where(PolicyRow.study_id == study.id).order_by(PolicyRow.id))]
+
+    # ---- evaluations --------------------------------------------------------------------------
+    def save_evaluation(self, study: StudyInfo, policy_id: str, metrics: dict, kind: str = "ptq") -> bool:
+        """Commit one evaluation now; returns False when that (policy, kind) was already stored."""
+        row = EvaluationRow(
+            study_id=study.id, policy_id=policy_id, kind=kind, accuracy=float(metrics["accuracy"]),
+            size=_finite(metrics.get("size")), bitops=_finite(metrics.get("bitops")),
+            avg_bits=_finite(metrics.get("avg_bits")), latency=_finite(metrics.get("latency")),
+            extra=_clean_json({k: v for k, v in metrics.items() if k not in
+                               ("accuracy", "size", "bitops", "avg_bits", "latency", "seconds")}),
+            seconds=_finite(metrics.get("seconds")),
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+            return True
+        except IntegrityError:
+            return False
+
+    def update_evaluation(self, study: StudyInfo, policy_id: str, kind: str = "ptq", **fields: Any) -> None:
+        with self.session() as s:
+            row = s.scalar(select(EvaluationRow).where(EvaluationRow.study_id == study.id,
+                                                       EvaluationRow.policy_id == policy_id,
+                                                       EvaluationRow.kind == kind))
+            if row is None:
+                raise StoreError(f"study {study.name!r} has no {kind} evaluation of policy {policy_id!r}")
+            extra = dict(row.extra or {})
+            for k, v in fields.items():
+                if k in ("latency", "accuracy", "size", "bitops", "avg_bits"):
+                    setattr(row, k, _finite(v))
+                else:
+                    extra[k] = v
+            row.extra = _clean_json(extra)
+
+    def evaluated_ids(self, study: StudyInfo, kind: str = "ptq") -> set[str]:
+        with self.session() as s:
+            return set(s.scalars(select(EvaluationRow.policy_id).where(EvaluationRow.study_id == study.id,
+                                                                       EvaluationRow.kind == kind)))
+
+    def list_evaluations(self, study: StudyInfo, kind: str | None = "ptq") -> list[EvaluationInfo]:
+        with self.session() as s:
+            q = select(EvaluationRow).where(EvaluationRow.study_id == study.id)
+            if kind is not None:
+                q = q.where(EvaluationRow.kind == kind)
+            return [EvaluationInfo(r.policy_id, r.kind, r.accuracy, r.size, r.bitops, r.avg_bits, r.latency,
+                                   dict(r.extra or {}), r.seconds) for r in s.scalars(q.order_by(EvaluationRow.id))]
+
+
+def _study(row: StudyRow) -> StudyInfo:
+    return StudyInfo(row.id, row.name, row.status, dict(row.config or {}), row.created_at, row.updated_at)
+
+
+def _policy(r: PolicyRow) -> PolicyInfo:
+    return PolicyInfo(r.policy_id, r.source, r.label, dict(r.policy), dict(r.costs or {}), dict(r.info or {}))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+    except Exception:
+        pass  # read-only or in-memory databases keep their defaults
+    finally:
+        cur.close()
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__

@@ -1,0 +1,1 @@
+"""Built-in workloads (real data shipped offline)."""

@@ -1,0 +1,145 @@
+"""Zero-cost proxies that need at most one backward pass per calibration chunk."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from autocomp.calibrate import activation_stats
+from autocomp.policy import weight_of
+from autocomp.profile import _call
+from autocomp.proxies._base import Proxy, Sensitivity
+from autocomp.quant import compress_weight, fake_quant_act, is_float
+
+
+def choice_perturbations(module: torch.nn.Module, choices) -> dict[str, torch.Tensor]:
+    """Per choice key: the weight perturbation C(W) - W (with output channels first)."""
+    w = weight_of(module).detach().float()
+    return {c.key: compress_weight(w, c.w_bits, c.prune) - w for c in choices}
+
+
+def act_mse(sample: torch.Tensor, lo: float, hi: float, bits: int) -> float:
+    """Mean squared activation quantization error on a calibration sample."""
+    if is_float(bits) or sample.numel() == 0:
+        return 0.0
+    from autocomp.quant import choose_act_range
+
+    clo, chi = choose_act_range(sample, lo, hi, bits)
+    return float(((fake_quant_act(sample, clo, chi, bits) - sample) ** 2).mean())
+
+
+def fisher_diagonals(workload, names: Sequence[str], chunk: int = 16):
+    """Empirical Fisher diagonals of each layer's weight and mean squared input gradients.
+
+    Gradients are taken per chunk of ``chunk`` samples of the calibration batches, so the
+    estimate averages many gradient outer products, not one.
+    """
+    model = workload.model()
+    mods = dict(model.named_modules())
+    fw = {n: torch.zeros_like(weight_of(mods[n]), dtype=torch.float32) for n in names}
+    fx = {n: 0.0 for n in names}
+    inputs: dict[str, torch.Tensor] = {}
+
+    def hook_for(n):
+        def hook(mod, args):
+            x = args[0]
+            if x.requires_grad:
+                x.retain_grad()
+                inputs[n] = x
+        return hook
+
+    handles = [mods[n].register_forward_pre_hook(hook_for(n)) for n in names]
+    params = {n: mods[n].weight for n in names}
+    req = {n: p.requires_grad for n, p in params.items()}
+    count = 0
+    try:
+        for p in params.values():
+            p.requires_grad_(True)
+        for x, y in workload.calib:
+            for xs, ys in _chunks(x, y, chunk):
+                model.zero_grad(set_to_none=True)
+                inputs.clear()
+                xs = _requires_grad(xs)
+                loss = workload.loss(_call(model, xs), ys)
+                loss.backward()
+                for n in names:
+                    g = params[n].grad
+                    if g is not None:
+                        g = g.t() if type(mods[n]).__name__ == "Conv1D" else g
+                        fw[n] += g.detach().float() ** 2
+                    xi = inputs.get(n)
+                    if xi is not None and xi.grad is not None:
+                        fx[n] += float((xi.grad.detach().float() ** 2).sum())
+                count += 1
+    finally:
+        for h in handles:
+            h.remove()
+        for n, p in params.items():
+            p.requires_grad_(req[n])
+            p.grad = None
+    count = max(count, 1)
+    return {n: v / count for n, v in fw.items()}, {n: v / count for n, v in fx.items()}
+
+
+def _requires_grad(x):
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.detach().clone().requires_grad_(True)
+    return x
+
+
+def _chunks(x, y, size):
+    n = int(y.shape[0])
+    for i in range(0, n, size):
+        sl = slice(i, i + size)
+        if isinstance(x, torch.Tensor):
+            xs = x[sl]
+        elif isinstance(x, dict):
+            xs = {k: v[sl] for k, v in x.items()}
+        else:
+            xs = tuple(v[sl] for v in x)
+        yield xs, y[sl]
+
+
+class FisherProxy(Proxy):
+    """Diagonal-Fisher weighted compression error (an OBD-style second-order estimate).
+
+    omega(l, c) = sum_i F_ii (C(W)_i - W_i)^2  +  E[(dL/dx)^2] * numel(x) * MSE_act(c.a_bits)
+    """
+
+    name = "fisher"
+
+    def score(self, workload, layers, space) -> Sensitivity:
+        names = [l.name for l in layers]
+        fw, fx = fisher_diagonals(workload, names, chunk=int(self.options.get("chunk", 16)))
+        model = workload.model()
+        mods = dict(model.named_modules())
+        stats = activation_stats(model, names, workload.calib)
+        choices = space.choices(layers)
+        omega, scores = {}, {}
+        for l in layers:
+            n = l.name
+            deltas = choice_perturbations(mods[n], choices[n])
+            lo, hi, sample = stats[n]
+            row = {}
+            for c in choices[n]:
+                w_term = float((fw[n] * deltas[c.key] ** 2).sum())
+                a_term = fx[n] * act_mse(sample, lo, hi, int(c.a_bits)) if not is_float(c.a_bits) else 0.0
+                row[c.key] = w_term + a_term
+            omega[n] = row
+            scores[n] = float(fw[n].mean())
+        return Sensitivity(self.name, omega, scores)
+
+
+class QuantMSEProxy(Proxy):
+    """Plain weight compression error ||C(W) - W||^2 (no layer weighting): a baseline."""
+
+    name = "quant_mse"
+
+    def score(self, workload, layers, space) -> Sensitivity:
+        mods = dict(workload.model().named_modules())
+        choices = space.choices(layers)
+        omega = {}
+        for l in layers:
+            deltas = choice_perturbations(mods[l.name], choices[l.name])
+            omega[l.name] = {k: float((d ** 2).sum()) for k, d in deltas.items()}
+        return Sensitivity(self.name, omega, {l.name: 1.0 for l in layers})

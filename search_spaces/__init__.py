@@ -1,0 +1,175 @@
+"""Declarative search spaces: which choices each layer may take.
+
+A space is a YAML file::
+
+    name: mixed_precision
+    w_bits: [2, 3, 4, 6, 8]      # 1 = binary, 1.58 = ternary, 32 = float
+    a_bits: [8]
+    prune: [0.0]
+    overrides:                    # first match wins; patterns are fnmatch globs on layer names,
+      - match: "@first"           # or @first / @last (forward order)
+        w_bits: [8]
+      - match: "classifier.*"
+        skip: true                # leave in float
+    ties:                         # layers that must share one choice (e.g. residual inputs)
+      - ["layer1.0.conv2", "layer1.0.downsample.0"]
+
+Example:
+    >>> from autocomp.search_spaces import load_space
+    >>> load_space("mixed_precision").w_bits
+    (2, 3, 4, 6, 8)
+"""
+from __future__ import annotations
+
+import fnmatch
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from autocomp.errors import SearchSpaceError
+from autocomp.policy import Choice
+from autocomp.profile import LayerInfo
+
+HERE = Path(__file__).parent
+ALLOWED_W_BITS = (1, 1.58, 2, 3, 4, 5, 6, 7, 8, 16, 32)
+ALLOWED_A_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+_TOP_KEYS = {"name", "description", "w_bits", "a_bits", "prune", "overrides", "ties"}
+_OVR_KEYS = {"match", "w_bits", "a_bits", "prune", "skip"}
+
+
+@dataclass(frozen=True)
+class Override:
+    match: str
+    w_bits: tuple[float, ...] | None = None
+    a_bits: tuple[int, ...] | None = None
+    prune: tuple[float, ...] | None = None
+    skip: bool = False
+
+    def matches(self, layer: LayerInfo, n_layers: int) -> bool:
+        if self.match == "@first":
+            return layer.index == 0
+        if self.match == "@last":
+            return layer.index == n_layers - 1
+        return fnmatch.fnmatchcase(layer.name, self.match)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    w_bits: tuple[float, ...]
+    a_bits: tuple[int, ...] = (8,)
+    prune: tuple[float, ...] = (0.0,)
+    overrides: tuple[Override, ...] = ()
+    ties: tuple[tuple[str, ...], ...] = ()
+    description: str = ""
+    source: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def choices_for(self, layer: LayerInfo, n_layers: int) -> list[Choice]:
+        """Every choice ``layer`` may take (the first matching override narrows the space)."""
+        w, a, p = self.w_bits, self.a_bits, self.prune
+        for o in self.overrides:
+            if o.matches(layer, n_layers):
+                if o.skip:
+                    return [Choice(32, 32, 0.0)]
+                w, a, p = o.w_bits or w, o.a_bits or a, o.prune or p
+                break
+        return [Choice(wb, ab, pr) for wb, ab, pr in itertools.product(w, a, p)]
+
+    def choices(self, layers: Sequence[LayerInfo]) -> dict[str, list[Choice]]:
+        return {l.name: self.choices_for(l, len(layers)) for l in layers}
+
+    def tie_groups(self, layers: Sequence[LayerInfo]) -> list[list[str]]:
+        """Tied groups resolved to existing layer names (patterns allowed); singletons dropped."""
+        names = [l.name for l in layers]
+        groups = []
+        for t in self.ties:
+            g = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in t)]
+            if len(g) > 1:
+                groups.append(g)
+        return groups
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.source) if self.source else {
+            "name": self.name, "w_bits": list(self.w_bits), "a_bits": list(self.a_bits),
+            "prune": list(self.prune), "ties": [list(t) for t in self.ties],
+            "overrides": [{k: v for k, v in vars(o).items() if v not in (None, False)} for o in self.overrides],
+        }
+
+
+def _bits_list(v: Any, key: str, allowed: Sequence[float], where: str) -> tuple:
+    if not isinstance(v, list) or not v:
+        raise SearchSpaceError(f"search space {where}: {key!r} must be a non-empty list")
+    out = []
+    for b in v:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not any(abs(b - a) < 1e-9 for a in allowed):
+            raise SearchSpaceError(f"search space {where}: {key!r} has {b!r}; allowed: {', '.join(map(str, allowed))}")
+        out.append(int(b) if float(b).is_integer() else float(b))
+    return tuple(sorted(set(out)))
+
+
+def _prune_list(v: Any, where: str) -> tuple:
+    if not isinstance(v, list) or not v:
+        raise SearchSpaceError(f"search space {where}: 'prune' must be a non-empty list")
+    for r in v:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+            raise SearchSpaceError(f"search space {where}: 'prune' has {r!r}; ratios lie in [0, 1)")
+    return tuple(sorted({float(r) for r in v}))
+
+
+def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
+    """Validate and build a space; errors name the bad key."""
+    if not isinstance(d, Mapping):
+        raise SearchSpaceError(f"search space {where}: expected a mapping at the top level")
+    unknown = set(d) - _TOP_KEYS
+    if unknown:
+        raise SearchSpaceError(f"search space {where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+    if "w_bits" not in d:
+        raise SearchSpaceError(f"search space {where}: missing key 'w_bits'")
+    overrides = []
+    for i, o in enumerate(d.get("overrides") or []):
+        if not isinstance(o, Mapping) or "match" not in o:
+            raise SearchSpaceError(f"search space {where}: overrides[{i}] needs a 'match' key")
+        bad = set(o) - _OVR_KEYS
+        if bad:
+            raise SearchSpaceError(f"search space {where}: overrides[{i}] has unknown key {sorted(bad)[0]!r}")
+        overrides.append(Override(
+            match=str(o["match"]),
+            w_bits=_bits_list(o["w_bits"], f"overrides[{i}].w_bits", ALLOWED_W_BITS, where) if "w_bits" in o else None,
+            a_bits=_bits_list(o["a_bits"], f"overrides[{i}].a_bits", ALLOWED_A_BITS, where) if "a_bits" in o else None,
+            prune=_prune_list(o["prune"], where) if "prune" in o else None,
+            skip=bool(o.get("skip", False)),
+        ))
+    ties = []
+    for i, t in enumerate(d.get("ties") or []):
+        if not isinstance(t, list) or len(t) < 2 or not all(isinstance(x, str) for x in t):
+            raise SearchSpaceError(f"search space {where}: ties[{i}] must be a list of at least two layer names")
+        ties.append(tuple(t))
+    return SearchSpace(
+        name=str(d.get("name", where)),
+        w_bits=_bits_list(d["w_bits"], "w_bits", ALLOWED_W_BITS, where),
+        a_bits=_bits_list(d.get("a_bits", [8]), "a_bits", ALLOWED_A_BITS, where),
+        prune=_prune_list(d.get("prune", [0.0]), where),
+        overrides=tuple(overrides), ties=tuple(ties),
+        description=str(d.get("description", "")), source=dict(d),
+    )
+
+
+def builtin_spaces() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.yaml"))
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """A built-in space by name (``mixed_precision``, ...) or a YAML file path."""
+    p = Path(name_or_path)
+    if not p.suffix and (HERE / f"{name_or_path}.yaml").exists():
+        p = HERE / f"{name_or_path}.yaml"
+    if not p.is_file():
+        raise SearchSpaceError(f"unknown search space {name_or_path!r}: use a built-in ({', '.join(builtin_spaces())}) or a YAML file")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SearchSpaceError(f"search space {p}: not valid YAML ({str(e).splitlines()[0]})") from e
+    return space_from_dict(d, where=str(p.name))

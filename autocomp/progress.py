@@ -24,7 +24,7 @@ class Stages:
     def log(self, msg: str) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         pass
 
 
@@ -49,5 +49,8 @@ class RichStages(Stages):
     def log(self, msg: str) -> None:
         self.progress.console.print(msg)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        # On failure the bars vanish so the error is the one line the user reads.
+        if failed:
+            self.progress.live.transient = True
         self.progress.stop()

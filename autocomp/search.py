@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autocomp.allocators import get_allocator
+from autocomp.allocators._base import check_feasible
 from autocomp.budget import Budget, CostModel, parse_budget
 from autocomp.errors import AutocompError, InfeasibleBudget, StoreError
 from autocomp.policy import Choice, Policy
@@ -42,6 +43,10 @@ class SearchConfig:
     seed: int = 0
     workers: int | None = None
     address: str | None = None
+    refine: int = 0               # Optuna refinement evaluations after the sweep (autocomp.refine)
+    refine_mode: str = "ptq"      # ptq: Ray actors; qat: Ray Tune trials with OptunaSearch
+    refine_sampler: str = "auto"  # auto (NSGA-II for ptq, TPE for qat), nsga2, tpe, random
+    latency_table: str | None = None  # JSON from `autocomp profile-latency` (latency budgets)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,6 +70,14 @@ def _validate(cfg: SearchConfig) -> tuple[Budget, Any]:
     get_allocator(cfg.allocator)
     if cfg.points < 1:
         raise AutocompError("--points must be at least 1")
+    from autocomp.refine import SAMPLERS
+
+    if cfg.refine < 0:
+        raise AutocompError("--refine must be 0 or more")
+    if cfg.refine_mode not in ("ptq", "qat"):
+        raise AutocompError(f"unknown --refine-mode {cfg.refine_mode!r}: use ptq or qat")
+    if cfg.refine_sampler not in SAMPLERS:
+        raise AutocompError(f"unknown --refine-sampler {cfg.refine_sampler!r}: use one of {', '.join(SAMPLERS)}")
     return budget, space
 
 
@@ -85,26 +98,31 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
         model = workload.model()
         tick()
 
+    with stages.stage("profile", 1) as tick:
+        layers = profile_model(model, workload.sample_input())
+        if not layers:
+            raise AutocompError(f"model {cfg.model!r} has no Conv1d/Conv2d/Linear layer to compress")
+        cm = CostModel(layers, total_params=model_param_count(model), latency_table=_latency_table(cfg, budget))
+        # An infeasible budget fails here, before anything is stored.
+        check_feasible(layers, space.choices(layers), budget, cm)
+        tick()
+
     study, created = store.open_study(study_name, {**cfg.to_dict(), "budget_text": budget.describe()})
     if not created and study.config.get("model") != cfg.model:
         raise AutocompError(f"study {study_name!r} was created for model {study.config.get('model')!r}, "
                             f"not {cfg.model!r}: pick another --study name")
+    stored = store.load_layers(study)
+    if stored and [l.to_dict() for l in stored] != [l.to_dict() for l in layers]:
+        raise AutocompError(f"study {study_name!r} holds a different profile of {cfg.model!r} "
+                            "(the model changed since): pick another --study name")
+    if not stored:
+        store.save_layers(study, layers)
     store.set_status(study, "running")
+    fp32_costs = {m: cm.fp32(m) for m in ("size", "bitops", "avg_bits") + (("latency",) if cm.latency_table else ())}
+    store.update_config(study, fp32=fp32_costs, front_costs=[c.metric for c in budget.constraints],
+                        budget=budget.to_dict(), budget_text=budget.describe(), space_def=space.to_dict())
 
-    with stages.stage("profile", 1) as tick:
-        layers = store.load_layers(study)
-        if not layers:
-            layers = profile_model(model, workload.sample_input())
-            if not layers:
-                raise AutocompError(f"model {cfg.model!r} has no Conv1d/Conv2d/Linear layer to compress")
-            store.save_layers(study, layers)
-        cm = CostModel(layers, total_params=model_param_count(model))
-        fp32_costs = {m: cm.fp32(m) for m in ("size", "bitops", "avg_bits")}
-        store.update_config(study, fp32=fp32_costs, front_costs=[c.metric for c in budget.constraints],
-                            budget=budget.to_dict(), budget_text=budget.describe(), space_def=space.to_dict())
-        tick()
-
-    ensure_ray(cfg.address, num_cpus=cfg.workers)
+    ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
 
     with stages.stage(f"proxy {cfg.proxy}", 1) as tick:
         sens = store.load_sensitivity(study, cfg.proxy)
@@ -140,9 +158,10 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
                 continue
             candidates.append((a.policy, cfg.allocator, f"{cfg.allocator} @uniform-{b}bit {primary}",
                                {"objective": a.objective, "status": a.status, "budget": a.budget.to_dict()}))
-    for b in cfg.baselines:
-        candidates.append((Policy.uniform(names, Choice(b, 8, 0.0)), "uniform", f"uniform w{b}a8", {}))
-    candidates.append((Policy.uniform(names, Choice(32, 32, 0.0)), "fp32", "fp32", {}))
+    # Baselines first: a searched policy equal to a uniform one is stored (once) as the baseline.
+    baselines = [(Policy.uniform(names, Choice(b, 8, 0.0)), "uniform", f"uniform w{b}a8", {}) for b in cfg.baselines]
+    baselines.append((Policy.uniform(names, Choice(32, 32, 0.0)), "fp32", "fp32", {}))
+    candidates = baselines + candidates
 
     metrics = ("size", "bitops", "avg_bits") + (("latency",) if cm.latency_table else ())
     todo, seen = [], set()
@@ -171,9 +190,46 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
         store.set_status(study, "incomplete")
         raise AutocompError(f"{len(failures)} evaluation(s) failed ({failures[0]}); stored results are kept: "
                             f"run `autocomp search --study {study_name}` again to retry them")
+    if cfg.refine:
+        _refine_stage(cfg, store, study, layers, space, budget, cm, stages)
     store.set_status(study, "done")
     return SearchResult(store.get_study(study_name), front_of(store, study), len(pending),
                         len(todo) - len(pending), dict(stages.times))
+
+
+def _refine_stage(cfg: SearchConfig, store: Store, study: StudyInfo, layers, space, budget: Budget,
+                  cm: CostModel, stages: Stages) -> None:
+    """Optuna refinement after the sweep (PTQ on the actors, or QAT as Ray Tune trials)."""
+    from autocomp.refine import refine
+
+    if cfg.refine_mode == "qat":
+        from autocomp.workers.qat import refine_qat
+
+        with stages.stage("refine qat", cfg.refine) as tick:
+            res = refine_qat(store, study, spec=cfg.model, layers=layers, space=space, budget=budget, cm=cm,
+                             n=cfg.refine, seed=cfg.seed, sampler=cfg.refine_sampler, on_progress=tick)
+    else:
+        with stages.stage("refine", cfg.refine) as tick:
+            res = refine(store, study, spec=cfg.model, layers=layers, space=space, budget=budget, cm=cm,
+                         n=cfg.refine, workers=cfg.workers, seed=cfg.seed, sampler=cfg.refine_sampler,
+                         on_progress=tick)
+    if res.failures:
+        store.set_status(study, "incomplete")
+        raise AutocompError(f"{len(res.failures)} refinement evaluation(s) failed ({res.failures[0]}); stored "
+                            f"results are kept: run `autocomp search --study {study.name} --refine {cfg.refine}` "
+                            "again to retry them")
+
+
+def _latency_table(cfg: SearchConfig, budget: Budget) -> dict | None:
+    """The measured per-layer latency table, required when the budget constrains latency."""
+    if cfg.latency_table:
+        from autocomp.kernels.latency import load_latency_table
+
+        return load_latency_table(cfg.latency_table)
+    if "latency" in budget.metrics:
+        raise AutocompError("a latency budget needs measured latencies: run `autocomp profile-latency "
+                            f"--model {cfg.model} -o table.json` and pass --latency-table table.json")
+    return None
 
 
 def _describe_limit(budget: Budget | None, cm: CostModel) -> str:

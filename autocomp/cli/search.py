@@ -25,6 +25,10 @@ def search_cmd(
     points: int = typer.Option(12, "--points", help="Budget points in the sweep."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Evaluator actors (default: one per CPU)."),
     seed: int = typer.Option(0, "--seed"),
+    refine: int = typer.Option(0, "--refine", help="Optuna refinement evaluations after the sweep (resumable; 0: none)."),
+    refine_mode: str = typer.Option("ptq", "--refine-mode", help="ptq: PTQ on Ray actors; qat: QAT as Ray Tune trials."),
+    refine_sampler: str = typer.Option("auto", "--refine-sampler", help="auto (NSGA-II for ptq, TPE for qat), nsga2, tpe, random."),
+    latency_table: Optional[str] = typer.Option(None, "--latency-table", help="Per-layer latency table from `autocomp profile-latency` (for latency budgets)."),
     as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
 ) -> None:
     """Search per-layer compression policies under a budget; prints the Pareto front."""
@@ -33,18 +37,21 @@ def search_cmd(
     from autocomp.store import Store
 
     cfg = SearchConfig(model=model, budget=budget, space=space, proxy=proxy, allocator=allocator,
-                       points=points, seed=seed, workers=workers, address=address)
+                       points=points, seed=seed, workers=workers, address=address, refine=refine,
+                       refine_mode=refine_mode, refine_sampler=refine_sampler,
+                       latency_table=latency_table)
     store = Store(db)
     name = study or f"{model.replace('/', '_').replace(':', '_')}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     stages = RichStages()
     try:
         result = run_search(cfg, store, name, stages)
     except KeyboardInterrupt:
-        stages.close()
+        stages.close(failed=True)
         _mark(store, name, "interrupted")
-        fail(f"interrupted; stored results are kept: resume with `autocomp search --study {name}`", 130)
+        again = f" --refine {refine}" + (f" --refine-mode {refine_mode}" if refine_mode != "ptq" else "") if refine else ""
+        fail(f"interrupted; stored results are kept: resume with `autocomp search --study {name}{again}`", 130)
     except BaseException:
-        stages.close()
+        stages.close(failed=True)
         _mark(store, name, "failed")
         raise
     stages.close()

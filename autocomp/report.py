@@ -28,12 +28,15 @@ def pareto(points: Sequence[dict], costs: Sequence[str]) -> list[dict]:
     return sorted(out, key=lambda p: tuple(p[c] for c in costs))
 
 
-def study_points(store: Store, study: StudyInfo) -> list[dict[str, Any]]:
-    """Every evaluated policy of the study joined with its stored costs and provenance."""
+def study_points(store: Store, study: StudyInfo, kind: str = "ptq") -> list[dict[str, Any]]:
+    """Every evaluated policy of the study joined with its stored costs and provenance.
+
+    ``kind`` picks the evaluations: ``ptq`` (the search's) or ``qat`` (QAT refinement trials).
+    """
     pols = {p.policy_id: p for p in store.list_policies(study)}
     fp = store.get_study(study.name).config.get("fp32", {})
     out = []
-    for e in store.list_evaluations(study, kind="ptq"):
+    for e in store.list_evaluations(study, kind=kind):
         p = pols.get(e.policy_id)
         if p is None:
             continue
@@ -54,14 +57,14 @@ def study_points(store: Store, study: StudyInfo) -> list[dict[str, Any]]:
     return out
 
 
-def front(store: Store, study: StudyInfo, costs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def front(store: Store, study: StudyInfo, costs: Sequence[str] | None = None, kind: str = "ptq") -> list[dict[str, Any]]:
     """The study's front: non-dominated searched policies, plus the baselines marked as such.
 
     Each point carries ``on_front`` (non-dominated among searched policies) and ``baseline``.
     """
     cfg = store.get_study(study.name).config
     costs = list(costs or cfg.get("front_costs") or ["size"])
-    pts = study_points(store, study)
+    pts = study_points(store, study, kind)
     searched = [p for p in pts if not p["baseline"]]
     fr = pareto(searched, costs)
     ids = {p["policy_id"] for p in fr}

@@ -36,7 +36,10 @@ class SearchConfig:
     model: str = "digits"
     budget: str = "size<=25%"
     space: str = "mixed_precision"
-    proxy: str = "loss_delta"
+    proxy: str = "loss_delta"     # a registered proxy, or "auto": a small audit picks the best
+    data: str = "real"            # proxies' calibration data: real, or distilled (ZeroQ)
+    auto_samples: int = 12        # policies the "auto" audit samples
+    auto_proxies: tuple[str, ...] = ()  # proxies the "auto" audit compares (default: all)
     allocator: str = "ilp"
     points: int = 12
     baselines: tuple[int, ...] = DEFAULT_BASELINES
@@ -61,13 +64,22 @@ class SearchResult:
     evaluated_now: int
     skipped: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    refined: int = 0  # refinement evaluations made by this call (autocomp.refine)
 
 
 def _validate(cfg: SearchConfig) -> tuple[Budget, Any]:
     budget = parse_budget(cfg.budget)
     space = load_space(cfg.space)
-    get_proxy(cfg.proxy)  # unknown names fail before any work
-    get_allocator(cfg.allocator)
+    if cfg.proxy != "auto":
+        get_proxy(cfg.proxy)  # unknown names fail before any work
+    for p in cfg.auto_proxies:
+        get_proxy(p)
+    if cfg.data not in ("real", "distilled"):
+        raise AutocompError(f"unknown --data {cfg.data!r}: choose from real, distilled")
+    alloc = get_allocator(cfg.allocator)
+    if alloc.max_constraints is not None and len(budget.constraints) > alloc.max_constraints:
+        raise AutocompError(f"--allocator {cfg.allocator} solves budgets of {alloc.max_constraints} constraint; "
+                            f"{budget.describe()!r} has {len(budget.constraints)}: use --allocator ilp")
     if cfg.points < 1:
         raise AutocompError("--points must be at least 1")
     from autocomp.refine import SAMPLERS
@@ -122,17 +134,29 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
     store.update_config(study, fp32=fp32_costs, front_costs=[c.metric for c in budget.constraints],
                         budget=budget.to_dict(), budget_text=budget.describe(), space_def=space.to_dict())
 
-    ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
+    with stages.stage("start ray", 1) as tick:
+        ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
+        tick()
 
-    with stages.stage(f"proxy {cfg.proxy}", 1) as tick:
-        sens = store.load_sensitivity(study, cfg.proxy)
+    proxy = cfg.proxy if cfg.proxy != "auto" else _auto_proxy(cfg, store, study, stages)
+    # Scores from distilled data are stored apart from those of real data.
+    skey = proxy if cfg.data == "real" else f"{proxy}@{cfg.data}"
+
+    def score():
+        import dataclasses
+
+        s = score_on_ray(cfg.model, proxy, layers, space, workers=cfg.workers, data=cfg.data)
+        return dataclasses.replace(s, proxy=skey)
+
+    with stages.stage(f"proxy {skey}", 1) as tick:
+        sens = store.load_sensitivity(study, skey)
         if sens is None or any(l.name not in sens.omega for l in layers):
-            sens = score_on_ray(cfg.model, cfg.proxy, layers, space)
+            sens = score()
             store.save_sensitivity(study, sens)
         missing = [(l.name, c.key) for l in layers for c in space.choices_for(l, len(layers))
                    if c.key not in sens.omega.get(l.name, {})]
         if missing:  # scores stored for another space: score again for this one
-            sens = score_on_ray(cfg.model, cfg.proxy, layers, space)
+            sens = score()
             store.save_sensitivity(study, sens)
         tick()
 
@@ -190,15 +214,14 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
         store.set_status(study, "incomplete")
         raise AutocompError(f"{len(failures)} evaluation(s) failed ({failures[0]}); stored results are kept: "
                             f"run `autocomp search --study {study_name}` again to retry them")
-    if cfg.refine:
-        _refine_stage(cfg, store, study, layers, space, budget, cm, stages)
+    refined = _refine_stage(cfg, store, study, layers, space, budget, cm, stages) if cfg.refine else 0
     store.set_status(study, "done")
     return SearchResult(store.get_study(study_name), front_of(store, study), len(pending),
-                        len(todo) - len(pending), dict(stages.times))
+                        len(todo) - len(pending), dict(stages.times), refined)
 
 
 def _refine_stage(cfg: SearchConfig, store: Store, study: StudyInfo, layers, space, budget: Budget,
-                  cm: CostModel, stages: Stages) -> None:
+                  cm: CostModel, stages: Stages) -> int:
     """Optuna refinement after the sweep (PTQ on the actors, or QAT as Ray Tune trials)."""
     from autocomp.refine import refine
 
@@ -218,6 +241,7 @@ def _refine_stage(cfg: SearchConfig, store: Store, study: StudyInfo, layers, spa
         raise AutocompError(f"{len(res.failures)} refinement evaluation(s) failed ({res.failures[0]}); stored "
                             f"results are kept: run `autocomp search --study {study.name} --refine {cfg.refine}` "
                             "again to retry them")
+    return res.evaluated
 
 
 def _latency_table(cfg: SearchConfig, budget: Budget) -> dict | None:
@@ -230,6 +254,28 @@ def _latency_table(cfg: SearchConfig, budget: Budget) -> dict | None:
         raise AutocompError("a latency budget needs measured latencies: run `autocomp profile-latency "
                             f"--model {cfg.model} -o table.json` and pass --latency-table table.json")
     return None
+
+
+def _auto_proxy(cfg: SearchConfig, store: Store, study: StudyInfo, stages: Stages) -> str:
+    """``--proxy auto``: audit the proxies on a few sampled policies (study ``<name>-audit``), pick
+    the best rank correlation, record the choice in the study config and log it."""
+    import logging
+
+    from autocomp.audit import AuditConfig, best_proxy, run_audit
+
+    chosen = study.config.get("proxy_chosen")
+    if chosen:  # resumed study: keep the proxy its stored scores came from
+        return chosen
+    acfg = AuditConfig(model=cfg.model, samples=cfg.auto_samples, proxies=tuple(cfg.auto_proxies), space=cfg.space,
+                       seed=cfg.seed, workers=cfg.workers, address=cfg.address, data=cfg.data)
+    rows = run_audit(acfg, store, f"{study.name}-audit", stages)
+    chosen = best_proxy(rows)
+    best = next(r for r in rows if r["proxy"] == chosen)
+    msg = f"--proxy auto: using {chosen!r} (Spearman {best['spearman']:+.3f} over {best['samples']} policies)"
+    logging.getLogger("autocomp").info(msg)
+    stages.log(msg)
+    store.update_config(study, proxy_chosen=chosen, proxy_audit=rows)
+    return chosen
 
 
 def _describe_limit(budget: Budget | None, cm: CostModel) -> str:

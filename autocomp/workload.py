@@ -99,6 +99,7 @@ class Workload:
 
 BUILTIN = {
     "digits": "autocomp.workloads.digits:digits",
+    "digits-vit": "autocomp.workloads.digits_vit:digits_vit",
 }
 
 

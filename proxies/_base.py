@@ -56,6 +56,12 @@ _REGISTRY: dict[str, str | Callable[..., Proxy]] = {
     "fisher": "autocomp.proxies.zero_cost:FisherProxy",
     "quant_mse": "autocomp.proxies.zero_cost:QuantMSEProxy",
     "loss_delta": "autocomp.proxies.measured:LossDeltaProxy",
+    "hessian_trace": "autocomp.proxies.hessian:HessianTraceProxy",
+    "hessian_eig": "autocomp.proxies.hessian:HessianEigProxy",
+    "lrp": "autocomp.proxies.lrp:LRPProxy",
+    "snip": "autocomp.proxies.saliency:SnipProxy",
+    "synflow": "autocomp.proxies.saliency:SynflowProxy",
+    "grad_norm": "autocomp.proxies.saliency:GradNormProxy",
 }
 
 

@@ -11,8 +11,8 @@ A space is a YAML file::
         w_bits: [8]
       - match: "classifier.*"
         skip: true                # leave in float
-    ties:                         # layers that must share one choice (e.g. residual inputs)
-      - ["layer1.0.conv2", "layer1.0.downsample.0"]
+    ties:                         # layers that must share one choice (e.g. residual inputs);
+      - ["layer1.0.conv2", "layer1.0.downsample.0"]   # names or globs; overlapping ties merge
 
 Example:
     >>> from autocomp.search_spaces import load_space
@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 from dataclasses import dataclass, field
@@ -82,14 +83,45 @@ class SearchSpace:
         return {l.name: self.choices_for(l, len(layers)) for l in layers}
 
     def tie_groups(self, layers: Sequence[LayerInfo]) -> list[list[str]]:
-        """Tied groups resolved to existing layer names (patterns allowed); singletons dropped."""
+        """Tied groups resolved to existing layer names (patterns allowed).
+
+        Groups sharing a layer are merged (a tie is an equivalence); singletons are dropped.
+
+        Raises:
+            SearchSpaceError: a tie names a layer (or pattern) the model does not have.
+        """
         names = [l.name for l in layers]
-        groups = []
-        for t in self.ties:
-            g = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in t)]
+        groups: list[list[str]] = []
+        for i, t in enumerate(self.ties):
+            g = []
+            for pat in t:
+                hit = [n for n in names if fnmatch.fnmatchcase(n, pat)]
+                if not hit:
+                    raise SearchSpaceError(f"search space {self.name}: ties[{i}] names {pat!r}, which matches no layer "
+                                           f"of the model (layers: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+                g += [n for n in hit if n not in g]
+            for other in [o for o in groups if set(o) & set(g)]:
+                groups.remove(other)
+                g = other + [n for n in g if n not in other]
             if len(g) > 1:
-                groups.append(g)
+                groups.append(sorted(g, key=names.index))
         return groups
+
+    def bind(self, layers: Sequence[LayerInfo]) -> "SearchSpace":
+        """A copy whose ``@first`` / ``@last`` overrides name this model's layers, so that the
+        space means the same when later applied to a subset of them (a proxy task scoring a
+        few layers must not take the last of its subset for the model's last layer)."""
+        import glob
+
+        ordered = sorted(layers, key=lambda l: l.index)
+        if not ordered:
+            return self
+        concrete = {"@first": glob.escape(ordered[0].name), "@last": glob.escape(ordered[-1].name)}
+        ovr = tuple(dataclasses.replace(o, match=concrete.get(o.match, o.match)) for o in self.overrides)
+        src = dict(self.source) if self.source else {}
+        if src.get("overrides"):
+            src["overrides"] = [{**o, "match": concrete.get(o.get("match"), o.get("match"))} for o in src["overrides"]]
+        return dataclasses.replace(self, overrides=ovr, source=src)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.source) if self.source else {
@@ -110,12 +142,12 @@ def _bits_list(v: Any, key: str, allowed: Sequence[float], where: str) -> tuple:
     return tuple(sorted(set(out)))
 
 
-def _prune_list(v: Any, where: str) -> tuple:
+def _prune_list(v: Any, where: str, key: str = "prune") -> tuple:
     if not isinstance(v, list) or not v:
-        raise SearchSpaceError(f"search space {where}: 'prune' must be a non-empty list")
+        raise SearchSpaceError(f"search space {where}: {key!r} must be a non-empty list")
     for r in v:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
-            raise SearchSpaceError(f"search space {where}: 'prune' has {r!r}; ratios lie in [0, 1)")
+            raise SearchSpaceError(f"search space {where}: {key!r} has {r!r}; ratios lie in [0, 1)")
     return tuple(sorted({float(r) for r in v}))
 
 
@@ -128,24 +160,41 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
         raise SearchSpaceError(f"search space {where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
     if "w_bits" not in d:
         raise SearchSpaceError(f"search space {where}: missing key 'w_bits'")
+    for key in ("name", "description"):
+        if key in d and not isinstance(d[key], str):
+            raise SearchSpaceError(f"search space {where}: {key!r} must be a string")
+    if not isinstance(d.get("overrides") or [], list):
+        raise SearchSpaceError(f"search space {where}: 'overrides' must be a list of mappings with a 'match' key")
+    if not isinstance(d.get("ties") or [], list):
+        raise SearchSpaceError(f"search space {where}: 'ties' must be a list of lists of layer names")
     overrides = []
     for i, o in enumerate(d.get("overrides") or []):
         if not isinstance(o, Mapping) or "match" not in o:
             raise SearchSpaceError(f"search space {where}: overrides[{i}] needs a 'match' key")
         bad = set(o) - _OVR_KEYS
         if bad:
-            raise SearchSpaceError(f"search space {where}: overrides[{i}] has unknown key {sorted(bad)[0]!r}")
+            raise SearchSpaceError(f"search space {where}: overrides[{i}] has unknown key {sorted(bad)[0]!r} "
+                                   f"(known: {', '.join(sorted(_OVR_KEYS))})")
+        if not isinstance(o["match"], str) or not o["match"]:
+            raise SearchSpaceError(f"search space {where}: overrides[{i}].match must be a layer name, a glob, @first or @last")
+        if "skip" in o and not isinstance(o["skip"], bool):
+            raise SearchSpaceError(f"search space {where}: overrides[{i}].skip must be true or false")
+        if o.get("skip") and set(o) & {"w_bits", "a_bits", "prune"}:
+            raise SearchSpaceError(f"search space {where}: overrides[{i}] sets skip together with bits or prune; "
+                                   "a skipped layer stays in float")
         overrides.append(Override(
             match=str(o["match"]),
             w_bits=_bits_list(o["w_bits"], f"overrides[{i}].w_bits", ALLOWED_W_BITS, where) if "w_bits" in o else None,
             a_bits=_bits_list(o["a_bits"], f"overrides[{i}].a_bits", ALLOWED_A_BITS, where) if "a_bits" in o else None,
-            prune=_prune_list(o["prune"], where) if "prune" in o else None,
+            prune=_prune_list(o["prune"], where, f"overrides[{i}].prune") if "prune" in o else None,
             skip=bool(o.get("skip", False)),
         ))
     ties = []
     for i, t in enumerate(d.get("ties") or []):
-        if not isinstance(t, list) or len(t) < 2 or not all(isinstance(x, str) for x in t):
-            raise SearchSpaceError(f"search space {where}: ties[{i}] must be a list of at least two layer names")
+        if not isinstance(t, list) or not t or not all(isinstance(x, str) for x in t) or \
+                (len(t) < 2 and not any(ch in t[0] for ch in "*?[")):
+            raise SearchSpaceError(f"search space {where}: ties[{i}] must be a list of at least two layer names "
+                                   "(or one glob pattern matching several)")
         ties.append(tuple(t))
     return SearchSpace(
         name=str(d.get("name", where)),

@@ -9,6 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from autocomp.allocators._problem import Problem, build_problem
 from autocomp.budget import Budget, CostModel
 from autocomp.errors import AutocompError, InfeasibleBudget
 from autocomp.policy import Choice, Policy
@@ -27,19 +28,50 @@ class Allocation:
     budget: Budget | None = None
 
 
+@dataclass(frozen=True)
+class RawSolution:
+    """What a solver returns for one budget point: a choice index per problem item."""
+
+    picks: tuple[int, ...]
+    proven_optimal: bool
+
+
 class Allocator:
+    """Base class: subclasses set ``name`` and implement :meth:`_solve_points`.
+
+    Example:
+        >>> from autocomp.allocators import get_allocator
+        >>> alloc = get_allocator("dp")
+        >>> # alloc.solve(layers, sensitivity, space, parse_budget("size<=25%")).policy
+    """
+
     name = ""
+    #: metrics this allocator can constrain at once (None: any number)
+    max_constraints: int | None = None
 
     def __init__(self, **options: Any):
         self.options = options
 
     # --- to implement ---------------------------------------------------------------------
-    def _solve(self, layers: Sequence[LayerInfo], omega: dict[str, dict[str, float]],
-               choices: dict[str, list[Choice]], ties: list[list[str]], budget: Budget,
-               cm: CostModel) -> Allocation:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _solve_points(self, prob: Problem, limits: list[dict[str, float]]) -> list[RawSolution | None]:
+        """Solve ``prob`` once per entry of ``limits`` (metric -> bound on the summed item
+        costs, offsets already subtracted); ``None`` marks an infeasible point. Points come in
+        ascending order of the first metric, so a solver may reuse work between them."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
     # --- shared -----------------------------------------------------------------------------
+    def _prepare(self, layers, sensitivity, space, budget: Budget, cm: CostModel):
+        if self.max_constraints is not None and len(budget.constraints) > self.max_constraints:
+            raise AutocompError(f"the {self.name} allocator handles {self.max_constraints} constraint(s); "
+                                f"budget {budget.describe()!r} has {len(budget.constraints)}: use --allocator ilp")
+        ties = space.tie_groups(layers)
+        choices = _intersect_ties(space.choices(layers), ties)
+        omega = sensitivity.omega if hasattr(sensitivity, "omega") else sensitivity
+        _check_scores(layers, omega, choices)
+        prob = build_problem(layers, omega, choices, ties, budget.metrics, cm,
+                             remove_dominated=self.options.get("remove_dominated", True))
+        return choices, ties, prob
+
     def solve(self, layers: Sequence[LayerInfo], sensitivity, space, budget: Budget,
               cost_model: CostModel | None = None) -> Allocation:
         """The minimum-omega policy meeting ``budget``.
@@ -49,43 +81,74 @@ class Allocator:
                 achievable value of each constrained metric.
         """
         cm = cost_model or CostModel(layers)
-        choices = space.choices(layers)
-        ties = space.tie_groups(layers)
-        choices = _intersect_ties(choices, ties)
+        choices, ties, prob = self._prepare(layers, sensitivity, space, budget, cm)
         check_feasible(layers, choices, budget, cm)
-        alloc = self._solve(layers, sensitivity.omega, choices, ties, budget, cm)
-        verify(alloc.policy, layers, choices, ties, budget, cm)
-        costs = cm.costs(alloc.policy, sorted(set(budget.metrics) | {"size", "bitops", "avg_bits"}))
-        return Allocation(alloc.policy, alloc.objective, alloc.status, alloc.proven_optimal, costs, budget)
+        raw = self._solve_points(prob, [_limits(budget, cm, prob)])[0]
+        if raw is None:
+            _raise_conflict(prob, budget, cm)
+        return _finish(prob, raw, layers, choices, ties, budget, cm)
 
     def sweep(self, layers: Sequence[LayerInfo], sensitivity, space, budget: Budget,
               cost_model: CostModel | None = None, points: int = 10) -> list[Allocation]:
         """Solve across ``points`` budgets on the first constraint's metric, from the smallest
         achievable value up to the given bound (HAWQ-V2's frontier), spaced quadratically so
-        the steep low-budget end gets more points; duplicates removed."""
+        the steep low-budget end gets more points; duplicates removed. The problem is built
+        once and every point reuses it."""
         cm = cost_model or CostModel(layers)
-        choices = _intersect_ties(space.choices(layers), space.tie_groups(layers))
+        choices, ties, prob = self._prepare(layers, sensitivity, space, budget, cm)
         primary = budget.constraints[0]
         hi = primary.limit(cm)
-        lo = min_cost(layers, choices, primary.metric, cm)
+        lo = prob.min_cost(primary.metric)
         if lo > hi * (1 + 1e-9):
             check_feasible(layers, choices, budget, cm)
-        out, seen = [], set()
+        budgets = []
         for i in range(points):
             # Quadratic spacing: accuracy changes fastest near the smallest budgets.
             lim = hi if points == 1 else lo + (hi - lo) * (i / (points - 1)) ** 2
-            b = budget.with_limit(primary.metric, lim, cm) if i < points - 1 else budget
-            try:
-                a = self.solve(layers, sensitivity, space, b, cm)
-            except InfeasibleBudget:
+            budgets.append(budget.with_limit(primary.metric, lim, cm) if i < points - 1 else budget)
+        raws = self._solve_points(prob, [_limits(b, cm, prob) for b in budgets])
+        out, seen = [], set()
+        for b, raw in zip(budgets, raws):
+            if raw is None:
                 continue  # other constraints cut off the low end of the sweep
+            a = _finish(prob, raw, layers, choices, ties, b, cm)
             if a.policy.id not in seen:
                 seen.add(a.policy.id)
                 out.append(a)
         if not out:
             check_feasible(layers, choices, budget, cm)
-            raise InfeasibleBudget(f"no policy meets {budget.describe()}")
+            _raise_conflict(prob, budget, cm)
         return out
+
+
+def _limits(budget: Budget, cm: CostModel, prob: Problem) -> dict[str, float]:
+    return {c.metric: c.limit(cm) - prob.offsets[c.metric] for c in budget.constraints}
+
+
+def _finish(prob: Problem, raw: RawSolution, layers, choices, ties, budget: Budget, cm: CostModel) -> Allocation:
+    policy = prob.policy(raw.picks)
+    verify(policy, layers, choices, ties, budget, cm)
+    costs = cm.costs(policy, sorted(set(budget.metrics) | {"size", "bitops", "avg_bits"}))
+    status = "optimal" if raw.proven_optimal else "feasible (not proven optimal)"
+    return Allocation(policy, prob.objective(raw.picks), status, raw.proven_optimal, costs, budget)
+
+
+def _raise_conflict(prob: Problem, budget: Budget, cm: CostModel) -> None:
+    minimum = {c.metric: prob.min_cost(c.metric) for c in budget.constraints}
+    each = ", ".join(f"smallest {m}={cm.format(m, v)}" for m, v in minimum.items())
+    raise InfeasibleBudget(f"infeasible budget: no policy meets {budget.describe()} together, although each "
+                           f"constraint alone can be met ({each})", minimum)
+
+
+def _check_scores(layers, omega, choices) -> None:
+    for l in layers:
+        row = omega.get(l.name)
+        if row is None:
+            raise AutocompError(f"the sensitivity has no scores for layer {l.name!r}")
+        for c in choices[l.name]:
+            if c.key not in row:
+                raise AutocompError(f"the sensitivity has no score for layer {l.name!r} choice {c.key} "
+                                    "(scored for another search space?)")
 
 
 def _intersect_ties(choices: dict[str, list[Choice]], ties: list[list[str]]) -> dict[str, list[Choice]]:
@@ -136,6 +199,7 @@ def verify(policy: Policy, layers, choices, ties, budget: Budget, cm: CostModel)
 
 _REGISTRY: dict[str, str | Callable[..., Allocator]] = {
     "ilp": "autocomp.allocators.ilp:ILPAllocator",
+    "dp": "autocomp.allocators.dp:DPAllocator",
 }
 
 

@@ -16,14 +16,15 @@ front_app = typer.Typer(help="Pareto fronts recomputed from the study database."
 @front_app.command("show")
 @guarded
 def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION,
-             as_json: bool = typer.Option(False, "--json", help="JSON for scripts.")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+             kind: str = typer.Option("ptq", "--kind", help="Evaluations: ptq, or qat (QAT refinement trials).")) -> None:
     """The study's front (searched policies) with the uniform baselines marked."""
     from autocomp.report import front
     from autocomp.store import Store
 
     store = Store(db)
     st = store.get_study(study)
-    pts = front(store, st)
+    pts = front(store, st, kind=kind)
     if as_json:
         typer.echo(json.dumps({"study": study, "status": st.status, "fp32": st.config.get("fp32", {}),
                                "points": pts}, indent=1, default=str))
@@ -49,3 +50,17 @@ def export_cmd(study: str = typer.Argument(...), policy_id: str = typer.Argument
     except OSError as e:
         fail(f"cannot write {output}: {e.strerror}")
     typer.echo(f"wrote policy {policy.id} ({len(policy)} layers) to {output}")
+
+
+@front_app.command("plot")
+@guarded
+def plot_cmd(study: str = typer.Argument(..., help="Study name."),
+             output: Path = typer.Option(Path("front.png"), "-o", "--output", help="Image to write (.png, .svg, .pdf)."),
+             costs: Optional[str] = typer.Option(None, "--costs", help="Comma-separated costs [default: the budgeted ones]."),
+             db: Optional[str] = DB_OPTION) -> None:
+    """Accuracy against each budgeted cost: the front highlighted, uniform baselines marked."""
+    from autocomp.plot import plot_front
+    from autocomp.store import Store
+
+    out = plot_front(Store(db), study, output, costs.split(",") if costs else None)
+    typer.echo(f"wrote {out}")

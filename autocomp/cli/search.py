@@ -1,9 +1,12 @@
 """``autocomp search``."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import signal
+import sys
 from typing import Optional
 
 import typer
@@ -20,8 +23,9 @@ def search_cmd(
     db: Optional[str] = DB_OPTION,
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (auto, ray://host:port); default: local Ray."),
     space: str = typer.Option("mixed_precision", "--space", help="Search space: built-in name or YAML file."),
-    proxy: str = typer.Option("loss_delta", "--proxy", help="Sensitivity proxy (see `autocomp proxies list`)."),
-    allocator: str = typer.Option("ilp", "--allocator", help="Allocator: ilp."),
+    proxy: str = typer.Option("loss_delta", "--proxy", help="Sensitivity proxy (see `autocomp proxies list`), or auto: a small audit picks the best."),
+    data: str = typer.Option("real", "--data", help="Proxies' calibration data: real, or distilled (ZeroQ, from BatchNorm statistics)."),
+    allocator: str = typer.Option("ilp", "--allocator", help="Allocator: ilp (any constraints; HiGHS when installed, else CBC) or dp (exact DP, one constraint)."),
     points: int = typer.Option(12, "--points", help="Budget points in the sweep."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Evaluator actors (default: one per CPU)."),
     seed: int = typer.Option(0, "--seed"),
@@ -36,7 +40,7 @@ def search_cmd(
     from autocomp.search import SearchConfig, run_search
     from autocomp.store import Store
 
-    cfg = SearchConfig(model=model, budget=budget, space=space, proxy=proxy, allocator=allocator,
+    cfg = SearchConfig(model=model, budget=budget, space=space, proxy=proxy, data=data, allocator=allocator,
                        points=points, seed=seed, workers=workers, address=address, refine=refine,
                        refine_mode=refine_mode, refine_sampler=refine_sampler,
                        latency_table=latency_table)
@@ -44,7 +48,10 @@ def search_cmd(
     name = study or f"{model.replace('/', '_').replace(':', '_')}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     stages = RichStages()
     try:
-        result = run_search(cfg, store, name, stages)
+        # Ray (cluster events such as "Raylet is terminated") and native solvers (banners) print
+        # on stdout: keep stdout for the result (--json must parse), the rest goes to stderr.
+        with _stdout_to_stderr():
+            result = run_search(cfg, store, name, stages)
     except KeyboardInterrupt:
         stages.close(failed=True)
         _mark(store, name, "interrupted")
@@ -59,8 +66,28 @@ def search_cmd(
         typer.echo(json.dumps({"study": name, "front": result.front}, indent=1, default=str))
     else:
         print_front(name, result.front, store.get_study(name).config)
-        typer.echo(f"study {name!r}: {result.evaluated_now} evaluated now, {result.skipped} already stored "
+        refined = f", {result.refined} refined by Optuna" if refine else ""
+        typer.echo(f"study {name!r}: {result.evaluated_now} evaluated now{refined}, {result.skipped} already stored "
                    f"({store.url})")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send Python's and native code's (file descriptor 1) output to stderr meanwhile."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no usable descriptors (embedded use): Python-level redirect only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _mark(store, name: str, status: str) -> None:

@@ -25,3 +25,24 @@ def list_cmd(db: Optional[str] = DB_OPTION, as_json: bool = typer.Option(False, 
         typer.echo("no studies")
     else:
         print_studies(rows)
+
+
+@studies_app.command("compare")
+@guarded
+def compare_cmd(a: str = typer.Argument(..., help="First study."), b: str = typer.Argument(..., help="Second study."),
+                db: Optional[str] = DB_OPTION,
+                db_b: Optional[str] = typer.Option(None, "--db-b", help="Database of the second study [default: --db]."),
+                costs: Optional[str] = typer.Option(None, "--costs", help="Comma-separated costs [default: A's budgeted ones]."),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Two fronts side by side, with the hypervolume of each (larger is better)."""
+    from autocomp.compare import compare_studies
+    from autocomp.store import Store
+
+    store = Store(db)
+    res = compare_studies(store, a, b, Store(db_b) if db_b else None, costs.split(",") if costs else None)
+    if as_json:
+        typer.echo(json.dumps(res, indent=1, default=str))
+    else:
+        from autocomp.cli.tables import print_comparison
+
+        print_comparison(res)

@@ -3,10 +3,42 @@ from __future__ import annotations
 
 import datetime as dt
 
+import math
+from typing import Any
+
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 SCHEMA_VERSION = 1
+
+
+class SafeFloat(TypeDecorator):
+    """A float column that keeps NaN and +-inf on every backend.
+
+    PostgreSQL stores them natively; SQLite turns NaN into NULL (a NOT NULL violation, or a
+    silent loss), so there NaN is written as the text ``'nan'`` (SQLite's dynamic typing keeps it)
+    and read back as a float. Same DDL as ``Float``: no schema change.
+    """
+
+    impl = Float
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # Replaces (not precedes) Float's own processor, which would turn 'nan' back into NaN.
+        def process(value: Any) -> Any:
+            if value is None:
+                return None
+            value = float(value)
+            return "nan" if math.isnan(value) else value
+
+        return process
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return float(value) if isinstance(value, str) else value
 
 
 class Base(DeclarativeBase):
@@ -42,7 +74,7 @@ class ScoreRow(Base):
     proxy: Mapped[str] = mapped_column(String(200))
     layer: Mapped[str] = mapped_column(String(500))
     choice: Mapped[str] = mapped_column(String(64))   # choice key, or "__layer__" for the layer score
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(SafeFloat)
 
 
 class PolicyRow(Base):
@@ -66,11 +98,28 @@ class EvaluationRow(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
     policy_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(32), default="ptq")   # ptq | qat | kernel ...
-    accuracy: Mapped[float] = mapped_column(Float)
-    size: Mapped[float | None] = mapped_column(Float, nullable=True)
-    bitops: Mapped[float | None] = mapped_column(Float, nullable=True)
-    avg_bits: Mapped[float | None] = mapped_column(Float, nullable=True)
-    latency: Mapped[float | None] = mapped_column(Float, nullable=True)
+    accuracy: Mapped[float] = mapped_column(SafeFloat)
+    size: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    bitops: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    avg_bits: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    latency: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
-    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AuditRow(Base):
+    """One proxy's audit result: rank correlation of predicted degradation vs measured drop."""
+
+    __tablename__ = "autocomp_proxy_audits"
+    __table_args__ = (UniqueConstraint("study_id", "proxy", "data"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    proxy: Mapped[str] = mapped_column(String(200))
+    data: Mapped[str] = mapped_column(String(32), default="real")
+    spearman: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    kendall: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    samples: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -6,8 +6,10 @@ flight. Errors that come from the database's reachability or permissions become 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,11 @@ from typing import Any, Iterator, Sequence
 
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autocomp.errors import StoreError
-from autocomp.store.models import Base, EvaluationRow, LayerRow, PolicyRow, ScoreRow, StudyRow
+from autocomp.store.models import AuditRow, Base, EvaluationRow, LayerRow, PolicyRow, ScoreRow, StudyRow
 
 DEFAULT_DB = "sqlite:///autocomp.db"
 _LAYER_SCORE = "__layer__"
@@ -34,10 +36,8 @@ def normalize_url(db: str | None) -> str:
 
 
 def _finite(v: Any) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
+    """A float column value; NaN/inf are kept (``SafeFloat`` stores them on every backend)."""
+    return None if v is None else float(v)
 
 
 def _clean_json(obj: Any) -> Any:
@@ -48,6 +48,20 @@ def _clean_json(obj: Any) -> Any:
         return {str(k): _clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean_json(v) for v in obj]
+    return obj
+
+
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _restore_json(obj: Any) -> Any:
+    """Inverse of :func:`_clean_json`: the strings it wrote for NaN/inf become floats again."""
+    if isinstance(obj, str):
+        return _NON_FINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: _restore_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore_json(v) for v in obj]
     return obj
 
 
@@ -99,7 +113,13 @@ class Store:
                 parent = Path(u.database).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise StoreError(f"cannot open database {self.url}: directory {str(parent)!r} does not exist")
-            kwargs["connect_args"] = {"timeout": 30}
+            # How long a writer waits for another's lock: ``?timeout=SECONDS`` in the URL, else 30.
+            try:
+                busy = float(u.query.get("timeout", 30))
+            except (TypeError, ValueError) as e:
+                raise StoreError(f"cannot open database {self.url}: timeout must be a number of seconds") from e
+            u = u.difference_update_query(["timeout"])
+            kwargs["connect_args"] = {"timeout": busy}
         elif u.get_backend_name().startswith("postgresql"):
             if u.drivername == "postgresql":
                 u = u.set(drivername="postgresql+psycopg")
@@ -111,11 +131,22 @@ class Store:
         except SQLAlchemyError as e:
             raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
         if u.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", functools.partial(_sqlite_pragmas, busy_ms=int(busy * 1000)))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        # Several controllers opening a new database at once race between "does the table
+        # exist?" and "CREATE TABLE": the loser sees "already exists" and simply checks again.
+        for attempt in range(5):
             try:
                 Base.metadata.create_all(self.engine)
+                return
+            except (OperationalError, IntegrityError, ProgrammingError) as e:
+                if attempt == 4 or not _creation_race(e):
+                    raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
+                time.sleep(0.05 * (attempt + 1))
             except SQLAlchemyError as e:
                 raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
 
@@ -318,27 +349,52 @@ class Store:
             if kind is not None:
                 q = q.where(EvaluationRow.kind == kind)
             return [EvaluationInfo(r.policy_id, r.kind, r.accuracy, r.size, r.bitops, r.avg_bits, r.latency,
-                                   dict(r.extra or {}), r.seconds) for r in s.scalars(q.order_by(EvaluationRow.id))]
+                                   _restore_json(dict(r.extra or {})), r.seconds) for r in s.scalars(q.order_by(EvaluationRow.id))]
 
+
+    # ---- proxy audits -------------------------------------------------------------------------
+    def save_audit(self, study: StudyInfo, row: dict, detail: dict | None = None) -> None:
+        """Store (replace) one proxy's audit result: proxy, data, spearman, kendall, samples, seconds."""
+        data = str(row.get("data", "real"))
+        with self.session() as s:
+            s.execute(delete(AuditRow).where(AuditRow.study_id == study.id, AuditRow.proxy == row["proxy"],
+                                             AuditRow.data == data))
+            s.add(AuditRow(study_id=study.id, proxy=row["proxy"], data=data, spearman=_finite(row.get("spearman")),
+                           kendall=_finite(row.get("kendall")), samples=int(row["samples"]),
+                           seconds=_finite(row.get("seconds")), detail=_clean_json(detail or {})))
+
+    def load_audits(self, study: StudyInfo) -> list[dict[str, Any]]:
+        """Stored audit rows of ``study``, best Spearman first (rows without a correlation last)."""
+        with self.session() as s:
+            rows = list(s.scalars(select(AuditRow).where(AuditRow.study_id == study.id)))
+        out = [{"proxy": r.proxy, "data": r.data, "spearman": r.spearman, "kendall": r.kendall,
+                "samples": r.samples, "seconds": r.seconds} for r in rows]
+        return sorted(out, key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
 
 def _study(row: StudyRow) -> StudyInfo:
-    return StudyInfo(row.id, row.name, row.status, dict(row.config or {}), row.created_at, row.updated_at)
+    return StudyInfo(row.id, row.name, row.status, _restore_json(dict(row.config or {})), row.created_at, row.updated_at)
 
 
 def _policy(r: PolicyRow) -> PolicyInfo:
-    return PolicyInfo(r.policy_id, r.source, r.label, dict(r.policy), dict(r.costs or {}), dict(r.info or {}))
+    return PolicyInfo(r.policy_id, r.source, r.label, dict(r.policy), _restore_json(dict(r.costs or {})),
+                      _restore_json(dict(r.info or {})))
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn, _record, busy_ms: int = 30000) -> None:
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     except Exception:
         pass  # read-only or in-memory databases keep their defaults
     finally:
         cur.close()
+
+
+def _creation_race(e: BaseException) -> bool:
+    msg = _first_line(e).lower()
+    return "already exists" in msg or "duplicate key" in msg or "database is locked" in msg
 
 
 def _first_line(e: BaseException) -> str:

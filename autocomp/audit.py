@@ -1,0 +1,167 @@
+"""Proxy audit: how well does each proxy's predicted degradation rank measured accuracy drops?
+
+``K`` policies are sampled across the budget range (from nearly all-high to nearly all-low bits),
+evaluated with PTQ on Ray, and every proxy's additive prediction ``sum_l omega(l, c_l)`` is
+rank-correlated (Spearman, Kendall) with the measured drop ``acc(fp32) - acc(policy)``. Results
+are stored in the study database (``autocomp_proxy_audits``) with the sampled policies.
+
+Example:
+    >>> from autocomp.audit import AuditConfig, run_audit
+    >>> rows = run_audit(AuditConfig(model="digits", samples=12), Store("sqlite:///a.db"), "audit-digits")  # doctest: +SKIP
+    >>> rows[0]["proxy"], rows[0]["spearman"]                                                           # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from autocomp.errors import AutocompError
+from autocomp.policy import Choice, Policy
+from autocomp.progress import Stages
+
+# Options that keep the slow proxies to a few seconds on small models during an audit.
+FAST_OPTIONS: dict[str, dict[str, Any]] = {
+    "hessian_trace": {"max_probes": 16, "min_probes": 8, "tol": 1e-2},
+    "hessian_eig": {"max_iter": 20, "tol": 1e-2},
+}
+
+
+@dataclass
+class AuditConfig:
+    """What an audit samples and scores."""
+
+    model: str = "digits"
+    samples: int = 24
+    proxies: tuple[str, ...] = ()          # empty: every registered proxy
+    space: str = "mixed_precision"
+    seed: int = 0
+    workers: int | None = None
+    address: str | None = None
+    data: str = "real"
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(FAST_OPTIONS))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["proxies"] = list(self.proxies)
+        return d
+
+
+def sample_policies(layers: Sequence, space, k: int, seed: int = 0) -> list[Policy]:
+    """``k`` distinct policies whose aggressiveness sweeps from the mildest to the harshest choices.
+
+    Policy ``i`` targets position ``t_i = i / (k - 1)`` in each layer's choices ordered by
+    effective bits (then activation bits) and jitters every layer around it, so the sample covers
+    the whole cost range and still mixes bit-widths across layers.
+    """
+    if k < 2:
+        raise AutocompError("--samples must be at least 2")
+    rng = random.Random(seed)
+    choices = space.choices(layers)
+    ordered = {n: sorted(cs, key=lambda c: (-c.effective_w_bits, -c.a_bits)) for n, cs in choices.items()}
+    out: list[Policy] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(out) < k and tries < 50 * k:
+        # The first pass sweeps evenly; duplicates (tiny spaces) are replaced by random targets.
+        t = tries / (k - 1) if tries < k else rng.random()
+        tries += 1
+        picks = []
+        for l in layers:
+            cs = ordered[l.name]
+            pos = min(max(t * (len(cs) - 1) + rng.gauss(0.0, 0.6 * max(len(cs) - 1, 1) / 2), 0), len(cs) - 1)
+            picks.append((l.name, cs[int(round(pos))]))
+        p = Policy.from_choices(picks)
+        if p.id not in seen:
+            seen.add(p.id)
+            out.append(p)
+    return out
+
+
+def rank_correlations(pred: Sequence[float], drop: Sequence[float]) -> tuple[float | None, float | None]:
+    """Spearman and Kendall (tau-b); ``None`` when either side is constant."""
+    from scipy.stats import kendalltau, spearmanr
+
+    if len(set(pred)) < 2 or len(set(drop)) < 2:
+        return None, None
+    s = float(spearmanr(pred, drop).statistic)
+    k = float(kendalltau(pred, drop).statistic)
+    return (s if math.isfinite(s) else None), (k if math.isfinite(k) else None)
+
+
+def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = None) -> list[dict[str, Any]]:
+    """Sample, evaluate, score and correlate; returns one row per proxy, best Spearman first."""
+    from autocomp.budget import CostModel
+    from autocomp.profile import model_param_count, profile_model
+    from autocomp.proxies import get_proxy, list_proxies
+    from autocomp.search_spaces import load_space
+    from autocomp.workers.proxy_tasks import score_on_ray
+    from autocomp.workers.ptq import evaluate_on_ray
+    from autocomp.workers.session import ensure_ray
+    from autocomp.workload import load_workload
+
+    stages = stages or Stages()
+    proxies = list(cfg.proxies) or [p for p in list_proxies() if p != "auto"]
+    for p in proxies:
+        get_proxy(p)
+    space = load_space(cfg.space)
+    if cfg.data not in ("real", "distilled"):
+        raise AutocompError(f"unknown --data {cfg.data!r}: choose from real, distilled")
+    with stages.stage("load model", 1) as tick:
+        wl = load_workload(cfg.model)
+        model = wl.model()
+        layers = profile_model(model, wl.sample_input())
+        tick()
+    cm = CostModel(layers, total_params=model_param_count(model))
+    study, _ = store.open_study(study_name, {"model": cfg.model, "kind": "audit", "audit": cfg.to_dict()})
+    if study.config.get("model") != cfg.model:
+        raise AutocompError(f"study {study_name!r} holds model {study.config.get('model')!r}, not {cfg.model!r}")
+    if not store.load_layers(study):
+        store.save_layers(study, layers)
+    ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
+
+    names = [l.name for l in layers]
+    fp32 = Policy.uniform(names, Choice(32, 32, 0.0))
+    policies = sample_policies(layers, space, cfg.samples, cfg.seed)
+    costs = {p.id: cm.costs(p, ("size", "bitops", "avg_bits")) for p in [fp32, *policies]}
+    for p in [fp32, *policies]:
+        store.save_policy(study, p, "fp32" if p is fp32 else "audit", "fp32" if p is fp32 else "audit sample",
+                          costs[p.id])
+    done = store.evaluated_ids(study)
+    pending = [p for p in [fp32, *policies] if p.id not in done]
+    with stages.stage("evaluate", len(pending)) as tick:
+        def on_result(res: dict) -> None:
+            store.save_evaluation(study, res["policy_id"], {**res, **costs[res["policy_id"]]})
+            tick()
+
+        evaluate_on_ray(cfg.model, pending, on_result, workers=cfg.workers)
+    acc = {e.policy_id: e.accuracy for e in store.list_evaluations(study)}
+    drops = [acc[fp32.id] - acc[p.id] for p in policies]
+
+    rows = []
+    for name in proxies:
+        with stages.stage(f"proxy {name}", 1) as tick:
+            t0 = time.perf_counter()
+            sens = score_on_ray(cfg.model, name, layers, space, cfg.options.get(name, {}), workers=cfg.workers,
+                                data=cfg.data)
+            secs = time.perf_counter() - t0
+            pred = [sens.predict(p) for p in policies]
+            rho, tau = rank_correlations(pred, drops)
+            row = {"proxy": name, "spearman": rho, "kendall": tau, "samples": len(policies), "seconds": secs,
+                   "data": cfg.data}
+            store.save_audit(study, row, {"predicted": pred, "drops": drops, "policies": [p.id for p in policies]})
+            rows.append(row)
+            tick()
+    rows.sort(key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
+    store.update_config(study, audit_best=rows[0]["proxy"] if rows else None)
+    return rows
+
+
+def best_proxy(rows: Sequence[dict[str, Any]]) -> str:
+    """The proxy with the highest Spearman correlation (Kendall breaks ties)."""
+    scored = [r for r in rows if r.get("spearman") is not None]
+    if not scored:
+        raise AutocompError("proxy audit: no proxy produced a usable correlation (all predictions or drops constant)")
+    return max(scored, key=lambda r: (r["spearman"], r["kendall"] or -2.0))["proxy"]

@@ -1,0 +1,69 @@
+"""``autocomp proxies list`` and ``autocomp proxies audit``."""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+from autocomp.cli._common import DB_OPTION, guarded
+
+proxies_app = typer.Typer(help="Sensitivity proxies: list them, audit how well they predict accuracy.",
+                          no_args_is_help=True)
+
+
+@proxies_app.command("list")
+@guarded
+def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered proxy names (usable as `autocomp search --proxy NAME`, plus `auto`)."""
+    from autocomp.proxies import list_proxies
+
+    names = list_proxies()
+    typer.echo(json.dumps(names) if as_json else "\n".join(names + ["auto  (audit, then use the best)"]))
+
+
+@proxies_app.command("audit")
+@guarded
+def audit_cmd(
+    model: str = typer.Option("digits", "--model", "-m", help="Built-in name, package.module:factory or file.py:factory."),
+    samples: int = typer.Option(24, "--samples", "-k", help="Policies sampled across the budget range."),
+    study: Optional[str] = typer.Option(None, "--study", "-s", help="Study that stores the audit [default: audit-<model>]."),
+    db: Optional[str] = DB_OPTION,
+    proxy: Optional[List[str]] = typer.Option(None, "--proxy", help="Proxies to audit (repeatable) [default: all]."),
+    space: str = typer.Option("mixed_precision", "--space", help="Search space: built-in name or YAML file."),
+    data: str = typer.Option("real", "--data", help="Calibration data for the proxies: real or distilled (ZeroQ)."),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers (default: one per CPU)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Rank correlation (Spearman, Kendall) of each proxy's prediction with measured accuracy drops."""
+    from autocomp.audit import AuditConfig, run_audit
+    from autocomp.errors import AutocompError
+    from autocomp.progress import RichStages
+    from autocomp.store import Store
+
+    if samples < 2:
+        raise AutocompError("--samples must be at least 2")
+    cfg = AuditConfig(model=model, samples=samples, proxies=tuple(proxy or ()), space=space, seed=seed,
+                      workers=workers, address=address, data=data)
+    store = Store(db)
+    name = study or f"audit-{model.replace('/', '_').replace(':', '_')}"
+    stages = RichStages()
+    try:
+        rows = run_audit(cfg, store, name, stages)
+    finally:
+        stages.close()
+    if as_json:
+        typer.echo(json.dumps({"study": name, "audit": rows}, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"proxy audit of {model!r}: {samples} policies, data={data} (study {name!r})")
+    for col in ("proxy", "spearman", "kendall", "seconds"):
+        t.add_column(col, justify="left" if col == "proxy" else "right")
+    fmt = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
+    for r in rows:
+        t.add_row(r["proxy"], fmt(r["spearman"]), fmt(r["kendall"]), f"{r['seconds']:.1f}")
+    Console(width=120).print(t)

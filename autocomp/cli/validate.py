@@ -1,0 +1,89 @@
+"""``autocomp validate`` and ``autocomp profile-latency``: the winners on real low-bit kernels."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+from autocomp.cli._common import DB_OPTION, guarded
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Time with ``n`` CPU threads, then give PyTorch its previous setting back."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+DEVICE_OPTION = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+
+
+@guarded
+def validate_cmd(
+    study: str = typer.Argument(..., help="Study name."),
+    policy: Optional[List[str]] = typer.Option(None, "--policy", "-p", help="Policy id (prefix); repeatable. Default: the front and baselines."),
+    device: str = DEVICE_OPTION,
+    db: Optional[str] = DB_OPTION,
+    repeats: int = typer.Option(20, "--repeats", help="Timed forward passes per model (median)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the timings (default: PyTorch's)."),
+) -> None:
+    """Run policies on low-bit kernels: error vs the simulation, latency vs fp32; stored in the study."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from autocomp.kernels.validate import validate_study
+    from autocomp.store import Store
+
+    store = Store(db)
+    console = Console(width=140)
+    t = Table(title=f"kernel validation of study {study!r}")
+    for col in ("policy", "device", "backends", "max rel err", "ok", "latency", "fp32", "speedup", "kernel acc"):
+        t.add_column(col, justify="left" if col in ("policy", "device", "backends") else "right")
+
+    def show(rep) -> None:
+        console.print(f"validated {rep.policy_id}: {rep.latency * 1e3:.3g} ms ({rep.speedup:.2f}x), "
+                      f"max rel err {rep.max_rel_err:.2e}")
+
+    with _threads(threads):
+        reports = validate_study(store, study, policy or None, device, repeats, on_report=show)
+    for r in reports:
+        t.add_row(r.policy_id, r.device, " ".join(f"{k}:{v}" for k, v in sorted(r.backends().items())) or "float",
+                  f"{r.max_rel_err:.2e}", "yes" if r.ok else "NO", f"{r.latency * 1e3:.3g} ms",
+                  f"{r.fp32_latency * 1e3:.3g} ms", f"{r.speedup:.2f}x",
+                  f"{r.kernel_accuracy:.4f}" if r.kernel_accuracy is not None else "-")
+    console.print(t)
+    bad = [r.policy_id for r in reports if not r.ok]
+    if bad:
+        console.print(f"kernel outputs exceed the stated error bound for {', '.join(bad)}")
+        raise typer.Exit(1)
+
+
+@guarded
+def profile_latency_cmd(
+    model: str = typer.Option("digits", "--model", "-m", help="Built-in name, package.module:factory or file.py:factory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the latency table (JSON)."),
+    space: str = typer.Option("mixed_precision", "--space", help="Search space whose choices are timed."),
+    device: str = DEVICE_OPTION,
+    repeats: int = typer.Option(20, "--repeats", help="Timed calls per layer and choice (median)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the timings (default: PyTorch's)."),
+) -> None:
+    """Measure a per-layer, per-choice latency table for `autocomp search --latency-table`."""
+    from autocomp.kernels.latency import profile_latency, save_latency_table
+    from autocomp.search_spaces import load_space
+    from autocomp.workload import load_workload
+
+    sp = load_space(space)
+    wl = load_workload(model)
+    with _threads(threads):
+        doc = profile_latency(wl, sp, device, repeats, on_layer=lambda n: typer.echo(f"timed {n}"))
+    save_latency_table(doc, output)
+    n = sum(len(r) for r in doc["table"].values())
+    typer.echo(f"wrote {n} latencies for {len(doc['table'])} layers on {doc['device']} to {output}")

@@ -1,0 +1,233 @@
+"""Validate policies on real kernels: numerics against the simulation and measured latency.
+
+For each policy, :func:`validate_policy` builds the fake-quant simulation
+(:func:`autocomp.policy.apply`) and the kernel-backed model (:func:`autocomp.kernels.convert`),
+feeds every converted layer the input it sees in the simulated model, and compares outputs
+(max |y_kernel - y_sim| / max |y_sim|) against the bound of the backend that ran it:
+
+==============  =======  ==========================================================
+backend         bound    why it is not 0
+==============  =======  ==========================================================
+reference       1e-5     same math, float re-association only
+cpu_int8        1e-4     exact int32 sums; fp32 rescale and bias
+triton_w8a8     1e-3     exact int32 sums; fp32 rescale
+triton_wq       1e-2     activations and dequantized weights in fp16 (11-bit mantissa)
+==============  =======  ==========================================================
+
+It then times a whole forward pass of the uncompressed float model and of the kernel model on
+the same device and batch. :func:`validate_study` does this for a study's front (or chosen
+policies) and writes the figures back into the study's PTQ evaluations, where
+``autocomp front show`` displays them.
+
+Example:
+    >>> from autocomp.store import Store
+    >>> reports = validate_study(Store("sqlite:///autocomp.db"), "first", device="cpu")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from autocomp.errors import AutocompError
+from autocomp.kernels.modules import _QuantBase, convert
+from autocomp.kernels.timing import measure_pair, resolve_device
+from autocomp.policy import Policy, apply
+from autocomp.profile import _call, is_quantizable
+
+BOUNDS = {"reference": 1e-5, "cpu_int8": 1e-4, "triton_w8a8": 1e-3, "triton_wq": 1e-2}
+ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)  # as the PTQ evaluators calibrate them
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    name: str
+    choice: str
+    backend: str
+    max_rel_err: float
+    bound: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel_err <= self.bound
+
+
+@dataclass
+class ValidationReport:
+    """What one policy really does on one device."""
+
+    policy_id: str
+    device: str
+    layers: list[LayerCheck] = field(default_factory=list)
+    latency: float = 0.0          # seconds per forward of the kernel model
+    fp32_latency: float = 0.0     # seconds per forward of the uncompressed model
+    kernel_accuracy: float | None = None
+    batch: int = 0
+
+    @property
+    def max_rel_err(self) -> float:
+        return max((l.max_rel_err for l in self.layers), default=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return all(l.ok for l in self.layers)
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_latency / self.latency if self.latency > 0 else 0.0
+
+    def backends(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for l in self.layers:
+            out[l.backend] = out.get(l.backend, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(max_rel_err=self.max_rel_err, ok=self.ok, speedup=self.speedup, backends=self.backends())
+        return d
+
+    def store_fields(self) -> dict[str, Any]:
+        """The keys written into the study's evaluation (``latency`` in seconds)."""
+        return {"latency": self.latency, "latency_ms": self.latency * 1e3, "speedup": self.speedup,
+                "fp32_latency_ms": self.fp32_latency * 1e3, "kernel_max_rel_err": self.max_rel_err,
+                "kernel_ok": self.ok, "kernel_backends": self.backends(), "device": self.device,
+                "kernel_accuracy": self.kernel_accuracy, "latency_batch": self.batch}
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(o, device) for o in obj)
+    if isinstance(obj, Mapping):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def layer_errors(sim: torch.nn.Module, kmodel: torch.nn.Module, sample: Any, device: torch.device) -> list[LayerCheck]:
+    """Run ``sample`` through the simulation; give each kernel layer its simulated-model input."""
+    kmods = {n: m for n, m in kmodel.named_modules() if isinstance(m, _QuantBase)}
+    smods = dict(sim.named_modules())
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for name in kmods:
+        def pre(mod, args, name=name):
+            seen.setdefault(name, (args[0].detach(), None))
+
+        def post(mod, args, out, name=name):
+            x, y = seen[name]
+            if y is None:
+                seen[name] = (x, out.detach())
+        # prepend: see the raw input, before the simulation's activation fake-quant hook.
+        handles.append(smods[name].register_forward_pre_hook(pre, prepend=True))
+        handles.append(smods[name].register_forward_hook(post))
+    try:
+        with torch.no_grad():
+            _call(sim, sample)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for name, km in kmods.items():
+        if name not in seen:
+            continue
+        x, ys = seen[name]
+        with torch.no_grad():
+            yk = km(x.to(device)).float().cpu()
+        err = float((yk - ys).abs().max() / ys.abs().max().clamp_min(1e-12))
+        backend = km.backend_for(device)
+        out.append(LayerCheck(name, km.choice.key, backend, err, BOUNDS[backend]))
+    return out
+
+
+def validate_policy(model: torch.nn.Module, policy: Policy, act_ranges: Mapping, sample: Any,
+                    device: str | torch.device = "auto", repeats: int = 20,
+                    metric: Callable[[torch.nn.Module, Sequence], float] | None = None,
+                    eval_batches: Sequence | None = None) -> ValidationReport:
+    """Check ``policy`` on kernels: per-layer error vs the simulation, latency vs float, accuracy.
+
+    Args:
+        model: the float model.
+        policy: the policy to check.
+        act_ranges: calibrated activation ranges (:func:`autocomp.calibrate.activation_ranges`).
+        sample: one input batch (numerics and latency are measured on it).
+        device: ``auto``, ``cpu``, ``cuda`` or a torch device.
+        repeats: timed forwards per model (median reported).
+        metric, eval_batches: when given, the kernel model's metric on them is reported.
+    """
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    sim = apply(model, policy, act_ranges).eval()
+    kmodel = convert(model, policy, act_ranges).to(dev).eval()
+    rep = ValidationReport(policy.id, str(dev))
+    rep.layers = layer_errors(sim, kmodel, sample, dev)
+    fp = model.to(dev).eval()
+    x = _to(sample, dev)
+    rep.batch = int(_first_tensor(sample).shape[0])
+    rep.fp32_latency, rep.latency = measure_pair(lambda: _call(fp, x), lambda: _call(kmodel, x), dev, repeats)
+    model.to("cpu")
+    if metric is not None and eval_batches is not None:
+        with torch.no_grad():
+            rep.kernel_accuracy = float(metric(kmodel, _to(list(eval_batches), dev)))
+    return rep
+
+
+def _first_tensor(obj: Any) -> torch.Tensor:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        return _first_tensor(obj[0])
+    return _first_tensor(next(iter(obj.values())))
+
+
+def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = None, device: str = "auto",
+                   repeats: int = 20, on_report: Callable[[ValidationReport], None] | None = None) -> list[ValidationReport]:
+    """Validate a study's front (or ``policy_ids``) and write the figures into its evaluations.
+
+    Each report is persisted as soon as it is measured (``Store.update_evaluation`` on the
+    ``ptq`` evaluation: ``latency`` in seconds, plus ``latency_ms``, ``speedup``,
+    ``kernel_max_rel_err``, ``device`` ...).
+    """
+    from autocomp.calibrate import activation_ranges, activation_stats
+    from autocomp.report import front
+    from autocomp.workload import load_workload
+
+    dev = resolve_device(device)
+    study = store.get_study(study_name)
+    if policy_ids:
+        infos = [store.get_policy(study, pid) for pid in policy_ids]
+    else:
+        ids = [p["policy_id"] for p in front(store, study)]
+        if "latency" in study.config.get("front_costs", []):
+            # The front is ranked on latency: measure every policy, or measured whole-model times
+            # would be ranked against per-layer table sums.
+            ids = [e.policy_id for e in store.list_evaluations(study)]
+        if not ids:
+            raise AutocompError(f"study {study_name!r} has no evaluated policies to validate: run `autocomp search` first")
+        infos = [store.get_policy(study, pid) for pid in ids]
+    evaluated = store.evaluated_ids(study)
+    missing = [i.policy_id for i in infos if i.policy_id not in evaluated]
+    if missing:
+        raise AutocompError(f"policy {missing[0]} of study {study_name!r} has no PTQ evaluation yet: "
+                            f"run `autocomp search --study {study_name}` first")
+    workload = load_workload(study.config.get("model", "digits"))
+    model = workload.model()
+    names = [n for n, m in model.named_modules() if n and is_quantizable(m)]
+    ranges = activation_ranges(activation_stats(model, names, workload.calib), ACT_BITS)
+    sample = workload.sample_input()
+    # A latency the search stored came from the per-layer table: keep it next to the measurement.
+    estimated = {e.policy_id: e.latency for e in store.list_evaluations(study)
+                 if e.latency is not None and "device" not in e.extra}
+    reports = []
+    for info in infos:
+        pol = Policy.from_dict(info.policy)
+        rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval)
+        fields = rep.store_fields()
+        if info.policy_id in estimated:
+            fields["latency_table_ms"] = estimated[info.policy_id] * 1e3
+        store.update_evaluation(study, info.policy_id, kind="ptq", **fields)
+        reports.append(rep)
+        if on_report is not None:
+            on_report(rep)
+    return reports

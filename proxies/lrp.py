@@ -1,0 +1,240 @@
+"""``lrp``: layer-wise relevance propagation (LRP-QViT) as a per-layer contribution score.
+
+Relevance starts as the target logit and flows back layer by layer. It is implemented as
+"gradient x input" on a forward pass whose backward is rewritten per module (the modified-
+gradient trick used by zennit), so any graph autograd can walk is handled:
+
+* Linear / Conv: epsilon (default), z+ or gamma rule:
+  ``R_in = x * W'^T (R_out / stab(z'))`` with ``z' = x W'^T + b'``.
+* BatchNorm: epsilon rule on the affine map. LayerNorm: the LN rule (standard deviation held
+  constant, so centring and scaling are linear), then epsilon.
+* Element-wise activations (ReLU, GELU, SiLU, Tanh, ...): identity rule (relevance passes as is).
+* Pooling and flattening: gradient x input (max pooling sends relevance to the winner, average
+  pooling shares it); residual additions: split in proportion to each summand (a + b: ``a * g``
+  and ``b * g``), which gradient x input does exactly.
+* Softmax attention: the attention weights are held constant (AH rule), so relevance flows to the
+  values only. Modules opt in by reading ``lrp_mode`` (see
+  :class:`autocomp.workloads.digits_vit.AttnMatmul`).
+
+Conservation: the relevance summed at any layer's input equals the target logit up to what
+biases and epsilon absorb; :func:`relevance_per_layer` reports it per layer.
+
+Layer contribution score: mean over samples of ``sum |R_in(l)| / |f_target|``. The sensitivity is
+that score times the choice's relative perturbation (see :mod:`autocomp.proxies._omega`).
+
+Example:
+    >>> from autocomp.proxies.lrp import relevance_per_layer
+    >>> rel = relevance_per_layer(model, x, ["0", "2"])              # doctest: +SKIP
+    >>> rel.layer_input["2"].sum(1)  # ~ rel.target per sample       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from autocomp.errors import AutocompError
+from autocomp.profile import _call, is_quantizable
+from autocomp.proxies._base import Proxy, Sensitivity
+from autocomp.proxies._omega import relative_omega
+
+RULES = ("epsilon", "zplus", "gamma")
+_ACTIVATIONS = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.LeakyReLU,
+                torch.nn.ReLU6, torch.nn.Hardswish, torch.nn.ELU, torch.nn.Mish)
+_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``z + eps * sign(z)`` with sign(0) = +1 (zennit's convention)."""
+    return z + ((z == 0).to(z.dtype) + z.sign()) * eps
+
+
+def _swap(out: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+    """Value of ``out``; gradient through ``z`` scaled by ``out / stab(z)``."""
+    return out.detach() + (z - z.detach()) * (out / stabilize(z, eps)).detach()
+
+
+def _modified(mod: torch.nn.Module, x: torch.Tensor, rule: str, gamma: float) -> torch.Tensor:
+    w = mod.weight
+    b = getattr(mod, "bias", None)
+    if rule == "zplus":
+        w, b = w.clamp(min=0), (b.clamp(min=0) if b is not None else None)
+    elif rule == "gamma":
+        w, b = w + gamma * w.clamp(min=0), (b + gamma * b.clamp(min=0) if b is not None else None)
+    if isinstance(mod, torch.nn.Linear):
+        return F.linear(x, w, b)
+    if isinstance(mod, torch.nn.Conv2d):
+        return F.conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
+    if isinstance(mod, torch.nn.Conv1d):
+        return F.conv1d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
+    if type(mod).__name__ == "Conv1D":  # transformers' GPT-2 layer: x @ W + b
+        out = x @ w
+        return out + b if b is not None else out
+    raise AutocompError(f"lrp: no rule for {type(mod).__name__}")
+
+
+@dataclass
+class Relevance:
+    """Per-sample relevance: ``target`` [B]; ``layer_input``/``layer_output`` name -> [B] sums."""
+
+    target: torch.Tensor
+    layer_input: dict[str, torch.Tensor]
+    layer_output: dict[str, torch.Tensor]
+    layer_input_abs: dict[str, torch.Tensor]
+
+
+class LRPContext:
+    """Installs the relevance rules on ``model`` for the duration of a ``with`` block.
+
+    Args:
+        rules: per layer name, one of ``epsilon``, ``zplus``, ``gamma`` (default ``epsilon``).
+        eps: the epsilon stabiliser; gamma: the gamma rule's weight on positive parts.
+        record: layer names whose input and output relevance are recorded.
+    """
+
+    def __init__(self, model: torch.nn.Module, record: Sequence[str] = (), rules: dict[str, str] | None = None,
+                 eps: float = 1e-6, gamma: float = 0.25, default_rule: str = "epsilon"):
+        if default_rule not in RULES or any(r not in RULES for r in (rules or {}).values()):
+            raise AutocompError(f"lrp: rules must be one of {', '.join(RULES)}")
+        self.model, self.record = model, set(record)
+        self.rules, self.eps, self.gamma, self.default_rule = dict(rules or {}), eps, gamma, default_rule
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> "LRPContext":
+        self.handles, self.flags = [], []
+        self.saved = {p: p.requires_grad for p in self.model.parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for name, mod in self.model.named_modules():
+            if hasattr(mod, "lrp_mode"):
+                self.flags.append((mod, mod.lrp_mode))
+                mod.lrp_mode = True
+            hook = self._hook_for(name, mod)
+            if hook is not None:
+                self.handles.append(mod.register_forward_hook(hook))
+            if name in self.record:
+                self.handles.append(mod.register_forward_pre_hook(self._record_input(name)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        for mod, v in self.flags:
+            mod.lrp_mode = v
+        for p, r in self.saved.items():
+            p.requires_grad_(r)
+
+    def _record_input(self, name: str):
+        def pre(mod, args):
+            x = args[0]
+            if not x.requires_grad:  # the model's input: a leaf whose gradient we can read
+                x = x.detach().requires_grad_(True)
+            else:
+                x.retain_grad()
+            self.inputs.setdefault(name, x)
+            return (x,) + tuple(args[1:])
+        return pre
+
+    def _hook_for(self, name: str, mod: torch.nn.Module):
+        eps = self.eps
+        if is_quantizable(mod):
+            rule = self.rules.get(name, self.default_rule)
+
+            def lin(m, args, out):
+                z = out if rule == "epsilon" else _modified(m, args[0], rule, self.gamma)
+                return self._keep(name, _swap(out, z, eps))
+            return lin
+        if isinstance(mod, _NORMS):
+            return lambda m, args, out: self._keep(name, _swap(out, out, eps))
+        if isinstance(mod, torch.nn.LayerNorm):
+            def ln(m, args, out):
+                x = args[0]
+                dims = tuple(range(-len(m.normalized_shape), 0))
+                mu = x.mean(dim=dims, keepdim=True)
+                std = (x.var(dim=dims, keepdim=True, unbiased=False) + m.eps).sqrt().detach()
+                z = (x - mu) / std
+                if m.weight is not None:
+                    z = z * m.weight
+                if m.bias is not None:
+                    z = z + m.bias
+                return self._keep(name, _swap(out, z, eps))
+            return ln
+        if isinstance(mod, _ACTIVATIONS) and not isinstance(mod, torch.nn.ReLU):
+            # Identity rule: relevance passes unchanged (d out / d x taken as out / x).
+            return lambda m, args, out: self._keep(name, _swap(out, args[0], eps))
+        if name in self.record:
+            return lambda m, args, out: self._keep(name, out)
+        return None
+
+    def _keep(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        if name in self.record and out.requires_grad:
+            out.retain_grad()
+            self.outputs.setdefault(name, out)
+        return out
+
+
+def relevance_per_layer(model: torch.nn.Module, x, names: Sequence[str], target: torch.Tensor | None = None,
+                        **rule_options: Any) -> Relevance:
+    """Relevance of the target logit (predicted class by default) at each named layer.
+
+    Example:
+        >>> m = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False), torch.nn.ReLU(),
+        ...                         torch.nn.Linear(3, 2, bias=False))
+        >>> r = relevance_per_layer(m, torch.randn(5, 4), ["0", "2"])
+        >>> bool(torch.allclose(r.layer_input["0"], r.target, rtol=1e-4, atol=1e-6))  # conserved
+        True
+    """
+    model.eval()
+    with LRPContext(model, names, **rule_options) as ctx:
+        out = _call(model, x)
+        logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+        if logits is None:
+            logits = out[0]
+        if target is None:
+            target = logits.argmax(dim=-1)
+        onehot = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
+        fx = (logits * onehot).sum(-1).detach()
+        tensors = [t for t in list(ctx.inputs.values()) + list(ctx.outputs.values()) if t.requires_grad]
+        if not tensors:
+            raise AutocompError("lrp: no recorded layer is on the path to the output")
+        (logits * onehot).sum().backward(inputs=tensors)
+        per = lambda t: (t * t.grad).detach().flatten(1).sum(1) if t.grad is not None else torch.zeros_like(fx)  # noqa: E731
+        per_abs = lambda t: (t * t.grad).detach().flatten(1).abs().sum(1) if t.grad is not None else torch.zeros_like(fx)  # noqa: E731
+        return Relevance(fx, {n: per(t) for n, t in ctx.inputs.items()},
+                         {n: per(t) for n, t in ctx.outputs.items()},
+                         {n: per_abs(t) for n, t in ctx.inputs.items()})
+
+
+def contribution_scores(model: torch.nn.Module, batches, names: Sequence[str], **rule_options: Any) -> dict[str, float]:
+    """Mean over samples of ``sum |R_in(l)| / |f_target|`` for each layer (LRP-QViT's score)."""
+    total = {n: 0.0 for n in names}
+    count = 0
+    for x, _ in batches:
+        r = relevance_per_layer(model, x, names, **rule_options)
+        denom = r.target.abs().clamp_min(1e-12)
+        for n in names:
+            if n in r.layer_input_abs:
+                total[n] += float((r.layer_input_abs[n] / denom).sum())
+        count += int(r.target.numel())
+    return {n: v / max(count, 1) for n, v in total.items()}
+
+
+class LRPProxy(Proxy):
+    """LRP-QViT contribution score per layer times the choice's relative perturbation.
+
+    Options: ``rule`` (epsilon | zplus | gamma, default epsilon), ``eps`` (1e-6), ``gamma`` (0.25);
+    ``scores`` (precomputed, e.g. from Ray tasks).
+    """
+
+    name = "lrp"
+
+    def score(self, workload, layers, space) -> Sensitivity:
+        o = self.options
+        model = workload.model()
+        names = [l.name for l in layers]
+        scores = o.get("scores") or contribution_scores(model, workload.calib, names, default_rule=str(o.get("rule", "epsilon")),
+                                     eps=float(o.get("eps", 1e-6)), gamma=float(o.get("gamma", 0.25)))
+        return relative_omega(layers, space, model, workload.calib, scores, self.name)

@@ -1,0 +1,222 @@
+"""Optuna refinement: seeded by the allocator, stored in the study database, resumable.
+
+One real search (local Ray, real actors, SQLite, CBC) with ``refine=4`` is shared by the tests;
+the resume tests then drive :func:`autocomp.refine.refine` with an in-process PTQ evaluator (the
+same code the actors run) to keep the suite fast.
+"""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from autocomp.budget import CostModel, parse_budget
+from autocomp.cli import app
+from autocomp.errors import AutocompError
+from autocomp.policy import Choice, Policy
+from autocomp.profile import model_param_count
+from autocomp.refine import ParamSpace, make_sampler, open_optuna_study, refine
+from autocomp.report import dominates, front, study_points
+from autocomp.search import SearchConfig, run_search
+from autocomp.search_spaces import load_space, space_from_dict
+from autocomp.store import Store
+
+CFG = SearchConfig(model="digits", budget="size<=25%", proxy="quant_mse", points=3, baselines=(8, 4),
+                   refine=4, workers=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def refined(ray_session, tmp_path_factory):
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('refine') / 'study.db'}")
+    result = run_search(CFG, store, "r")
+    return store, result
+
+
+_EV: list = []
+
+
+def _evaluator():
+    from autocomp.workers.ptq import PTQEvaluator
+
+    if not _EV:
+        _EV.append(PTQEvaluator("digits"))
+    return _EV[0]
+
+
+@pytest.fixture(scope="module")
+def local_eval():
+    """``evaluate_batch`` running the actors' evaluator in this process."""
+    ev = _evaluator()
+    calls: list[str] = []
+
+    def evaluate_batch(policies, on_result, on_error):
+        for p in policies:
+            calls.append(p.id)
+            on_result(ev.evaluate(p.to_dict()))
+
+    evaluate_batch.calls = calls
+    return evaluate_batch
+
+
+def _context(store: Store, name: str, digits):
+    st = store.get_study(name)
+    layers = store.load_layers(st)
+    cm = CostModel(layers, total_params=model_param_count(digits.model()))
+    return dict(store=store, study=st, spec="digits", layers=layers, space=load_space(CFG.space),
+                budget=parse_budget(CFG.budget), cm=cm, workers=2, seed=CFG.seed)
+
+
+def test_optuna_study_opens_from_the_database_url(refined):
+    store, _ = refined
+    # exactly what `optuna-dashboard <db-url>` does
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage=store.url)]
+    assert "r" in names
+    study = optuna.load_study(study_name="r", storage=store.url)
+    assert study.metric_names == ["accuracy", "size"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert open_optuna_study(store.url, "r").study_name == "r"
+    with pytest.raises(AutocompError, match="no ptq refinement"):
+        open_optuna_study(store.url, "nope")
+
+
+def test_seeds_are_the_stored_policies_and_refined_ones_join_the_front(refined, digits):
+    store, result = refined
+    ctx = _context(store, "r", digits)
+    st = ctx["study"]
+    trials = optuna.load_study(study_name="r", storage=store.url).get_trials()
+    seed_values = {t.user_attrs["policy_id"]: t.values for t in trials if t.user_attrs.get("role") == "seed"}
+    pols = {p.policy_id: p for p in store.list_policies(st)}
+    assert seed_values and all(pols[pid].source in ("ilp", "uniform") for pid in seed_values)
+    assert any(pols[pid].source == "ilp" for pid in seed_values)
+    evals = {e.policy_id: e for e in store.list_evaluations(st)}
+    for pid, values in seed_values.items():  # told the stored result, not evaluated again
+        assert values[0] == evals[pid].accuracy and values[1] == pytest.approx(evals[pid].size)
+    refined_trials = [t for t in trials if t.user_attrs.get("role") == "refine" and t.state == TrialState.COMPLETE]
+    assert len(refined_trials) == CFG.refine == result.refined
+    opt = {pid: p for pid, p in pols.items() if p.source == "optuna"}
+    assert {t.user_attrs["policy_id"] for t in refined_trials} == set(opt)
+    for pid, p in opt.items():  # stored like every other policy, within the budget
+        assert pid in evals and p.info["trial"] in {t.number for t in refined_trials}
+        assert not ctx["cm"].violations(Policy.from_dict(p.policy), ctx["budget"])
+    pts = {p["policy_id"]: p for p in study_points(store, st)}
+    fr = front(store, st)
+    on = {p["policy_id"] for p in fr if not p["baseline"]}
+    for pid in opt:  # every refined point is on the front or dominated by one that is
+        assert pid in on or any(dominates(pts[q], pts[pid], ["size"]) for q in on)
+    assert [p["policy_id"] for p in result.front] == [p["policy_id"] for p in fr]
+
+
+def test_rerun_resumes_without_new_work(refined, digits):
+    store, _ = refined
+    before = len(optuna.load_study(study_name="r", storage=store.url).trials)
+    again = run_search(CFG, store, "r")
+    assert again.evaluated_now == 0 and again.refined == 0
+    assert len(optuna.load_study(study_name="r", storage=store.url).trials) == before
+    assert sum(p.source == "optuna" for p in store.list_policies(store.get_study("r"))) == CFG.refine
+
+
+def test_more_refinement_adds_exactly_the_difference(refined, digits, local_eval):
+    store, _ = refined
+    n0 = len(local_eval.calls)
+    res = refine(**_context(store, "r", digits), n=CFG.refine + 2, evaluate_batch=local_eval)
+    assert res.evaluated == 2 and res.done == CFG.refine + 2 and not res.failures
+    assert len(local_eval.calls) - n0 == 2
+    assert len(set(local_eval.calls)) == len(local_eval.calls)      # nothing evaluated twice
+    assert sum(p.source == "optuna" for p in store.list_policies(store.get_study("r"))) == CFG.refine + 2
+
+
+def test_trials_left_running_by_a_killed_controller_are_recovered(refined, digits, local_eval):
+    store, _ = refined
+    ctx = _context(store, "r", digits)
+    st, ps = ctx["study"], ParamSpace(ctx["layers"], ctx["space"])
+    ostudy = optuna.load_study(study_name="r", storage=store.url)
+    done = {t.user_attrs.get("policy_id") for t in ostudy.trials}
+    fresh = []
+    for b in (3, 6, 4):  # policies the study has not seen: first layer 8 bits, the rest uniform
+        names = [l.name for l in ctx["layers"]]
+        pol = Policy.from_choices([(n, Choice(8 if i == 0 else b, 8, 0.0)) for i, n in enumerate(names)])
+        if pol.id not in done and not ctx["cm"].violations(pol, ctx["budget"]):
+            fresh.append(pol)
+    landed, lost = fresh[:2]
+    # A controller killed mid-batch leaves its asked trials RUNNING: one evaluation had been
+    # stored, the other was still in flight.
+    running = []
+    for pol in (landed, lost):
+        ostudy.enqueue_trial(ps.params_of(pol), user_attrs={"policy_id": pol.id, "role": "refine"})
+        running.append(ostudy.ask(ps.distributions))
+    t1, t2 = running
+    assert ps.policy_of(t1.params) == landed and ps.policy_of(t2.params) == lost
+    costs = ctx["cm"].costs(landed)
+    store.save_policy(st, landed, "optuna", "killed", costs)
+    store.save_evaluation(st, landed.id, {**_evaluator().evaluate(landed.to_dict()), **costs})
+    done_before = refine(**ctx, n=0, evaluate_batch=local_eval)
+    assert done_before.recovered == 2
+    trials = {t.number: t for t in optuna.load_study(study_name="r", storage=store.url).trials}
+    assert trials[t1.number].state == TrialState.COMPLETE             # told its stored result
+    assert trials[t1.number].values[0] == store.list_evaluations(st)[-1].accuracy
+    assert trials[t2.number].state == TrialState.FAIL                 # re-queued, not lost
+    waiting = [t for t in trials.values() if t.state == TrialState.WAITING]
+    assert [t.user_attrs["policy_id"] for t in waiting] == [lost.id]
+    n0 = len(local_eval.calls)
+    res = refine(**ctx, n=done_before.done + 1, evaluate_batch=local_eval)
+    assert local_eval.calls[n0:] == [lost.id] and res.evaluated == 1
+    assert landed.id not in local_eval.calls                           # never evaluated twice
+
+
+def test_param_space_fixed_layers_ties_and_roundtrip(digits_layers):
+    space = space_from_dict({"name": "t", "w_bits": [2, 4, 8], "a_bits": [8], "prune": [0.0, 0.5],
+                             "overrides": [{"match": "@first", "w_bits": [8], "prune": [0.0]},
+                                           {"match": "@last", "skip": True}],
+                             "ties": [["features.10", "features.14"]]})
+    ps = ParamSpace(digits_layers, space)
+    names = [l.name for l in digits_layers]
+    assert set(ps.fixed) == {names[0], names[-1]}
+    assert ps.params["features.10"] == ["features.10", "features.14"] and "features.14" not in ps.params
+    assert len(ps.distributions["features.3"].choices) == 6
+    params = {p: d.choices[i % len(d.choices)] for i, (p, d) in enumerate(ps.distributions.items())}
+    pol = ps.policy_of(params)
+    assert pol["features.10"] == pol["features.14"] and pol[names[-1]] == Choice(32, 32, 0.0)
+    assert ps.params_of(pol) == params
+    untied = Policy.from_choices({**pol.as_dict(), "features.14": Choice(2, 8, 0.0) if pol["features.10"].w_bits != 2
+                                  else Choice(4, 8, 0.0)})
+    assert ps.params_of(untied) is None
+    assert ps.params_of(Policy.uniform(names, Choice(3, 8, 0.0))) is None
+
+
+def test_samplers_and_bad_options(sqlite_url):
+    assert isinstance(make_sampler("auto", 0), optuna.samplers.NSGAIISampler)
+    assert isinstance(make_sampler("auto", 0, mode="qat"), optuna.samplers.TPESampler)
+    with pytest.raises(AutocompError, match="unknown sampler"):
+        make_sampler("cmaes", 0)
+    runner = CliRunner()
+    for args, msg in ((["--refine", "-1"], "--refine must be"), (["--refine-mode", "nas"], "unknown --refine-mode"),
+                      (["--refine", "2", "--refine-sampler", "grid"], "unknown --refine-sampler")):
+        r = runner.invoke(app, ["search", "--db", sqlite_url, *args])
+        assert r.exit_code == 2 and msg in r.output, r.output
+
+
+def test_refine_on_every_storage(storage_url, digits, digits_layers, local_eval):
+    """SQLite and a real PostgreSQL server: the Optuna study shares the study database."""
+    store = Store(storage_url)
+    budget = parse_budget(CFG.budget)
+    cm = CostModel(digits_layers, total_params=model_param_count(digits.model()))
+    st, _ = store.open_study("pg", {"model": "digits", "budget_text": budget.describe()})
+    store.save_layers(st, digits_layers)
+    store.update_config(st, fp32={m: cm.fp32(m) for m in ("size", "bitops", "avg_bits")}, front_costs=budget.metrics)
+    names = [l.name for l in digits_layers]
+    seeds = [Policy.from_choices([(n, Choice(8 if i == 0 else b, 8, 0.0)) for i, n in enumerate(names)]) for b in (4, 6)]
+    for pol in seeds:
+        store.save_policy(st, pol, "ilp", "seed", cm.costs(pol))
+        store.save_evaluation(st, pol.id, {**_evaluator().evaluate(pol.to_dict()), **cm.costs(pol)})
+    ctx = dict(spec="digits", layers=digits_layers, space=load_space(CFG.space), budget=budget, cm=cm, workers=2)
+    res = refine(store, st, n=2, evaluate_batch=local_eval, **ctx)
+    assert res.evaluated == 2 and res.done == 2
+    # the dashboard's view; PostgreSQL URLs name the psycopg 3 driver (psycopg2 is not required)
+    url = storage_url.replace("postgresql://", "postgresql+psycopg://")
+    trials = optuna.load_study(study_name="pg", storage=url).trials
+    assert {t.user_attrs["policy_id"] for t in trials if t.user_attrs.get("role") == "seed"} == {p.id for p in seeds}
+    assert sum(t.user_attrs.get("role") == "refine" and t.state == TrialState.COMPLETE for t in trials) == 2
+    assert sum(p.source == "optuna" for p in store.list_policies(st)) == 2
+    assert refine(store, st, n=2, evaluate_batch=local_eval, **ctx).evaluated == 0
+    store.dispose()

@@ -21,6 +21,7 @@ from autocomp.errors import AutocompError
 
 DATA_SOURCES = ("real", "distilled")
 _BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+_CACHE: dict[tuple, list] = {}
 
 
 def distill_batches(model: torch.nn.Module, sample: Any, batches: int = 4, batch_size: int = 64,
@@ -80,6 +81,12 @@ def with_data(workload, data: str = "real", seed: int = 0, **options: Any):
         return workload
     n = max(len(workload.calib), 1)
     bs = int(options.get("batch_size", workload.calib[0][1].shape[0] if workload.calib else 64))
-    batches = distill_batches(workload.model(), workload.sample_input(), n, bs, int(options.get("steps", 200)),
-                              seed=seed)
-    return dataclasses.replace(workload, calib=batches, _model=workload.model())
+    steps = int(options.get("steps", 200))
+    # An audit scores many proxies of one model: distil once per process and (spec, settings).
+    key = (workload.spec, n, bs, steps, seed) if workload.spec else None
+    batches = _CACHE.get(key) if key else None
+    if batches is None:
+        batches = distill_batches(workload.model(), workload.sample_input(), n, bs, steps, seed=seed)
+        if key:
+            _CACHE[key] = batches
+    return dataclasses.replace(workload, calib=list(batches), _model=workload.model())

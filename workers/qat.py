@@ -29,6 +29,7 @@ from autocomp.quant import compress_weight, fake_quant_act, is_float
 from autocomp.search_spaces import SearchSpace
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo
+from autocomp.workers.runtime_env import worker_spec
 from autocomp.workload import load_workload
 
 SOURCE = "optuna-qat"
@@ -108,7 +109,7 @@ def qat_evaluate(spec: str, policy: dict, epochs: int = 2, lr: float = 1e-3, see
     """Fine-tune under ``policy`` (a ``Policy.to_dict()``) and score; returns PTQ-style metrics."""
     t0 = time.perf_counter()
     torch.set_num_threads(1)
-    wl = load_workload(spec)
+    wl = load_workload(worker_spec(spec))
     pol = Policy.from_dict(policy)
     tuned, ranges = qat_finetune(wl.model(), pol, wl.calib, wl.loss, epochs=epochs, lr=lr, seed=seed)
     acc = wl.evaluate(apply(tuned, pol, ranges))

@@ -39,3 +39,26 @@ def test_distilled_data_needs_batchnorm_and_known_names():
         with_data(load_workload("digits-vit"), "distilled")
     with pytest.raises(AutocompError, match="unknown --data"):
         with_data(load_workload("digits"), "imagenet")
+
+
+def test_proxies_on_ray_use_the_distilled_batches(ray_session, tmp_path, digits_layers):
+    from autocomp.proxies import get_proxy
+    from autocomp.search_spaces import load_space
+    from autocomp.workers.proxy_tasks import score_on_ray
+    from autocomp.workload import load_workload
+
+    (tmp_path / "small.py").write_text(
+        "from autocomp.workloads.digits import digits\n"
+        "def make():\n"
+        "    wl = digits()\n"
+        "    wl.calib = [(wl.calib[0][0][:32], wl.calib[0][1][:32])]\n"
+        "    return wl\n")
+    spec = f"{tmp_path / 'small.py'}:make"
+    space = load_space("w4a8")
+    on_ray = score_on_ray(spec, "lrp", digits_layers, space, workers=2, data="distilled")
+    wl = load_workload(spec)
+    local = get_proxy("lrp").score(with_data(wl, "distilled"), digits_layers, space)   # the cached batches
+    real = get_proxy("lrp").score(wl, digits_layers, space)
+    for n in on_ray.layer_scores:
+        assert on_ray.layer_scores[n] == pytest.approx(local.layer_scores[n], rel=1e-4)
+    assert on_ray.layer_scores != pytest.approx(real.layer_scores, rel=1e-3)

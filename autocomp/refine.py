@@ -35,6 +35,13 @@ from autocomp.store.repository import StudyInfo
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
 SOURCE = "optuna"
+_BATCH_SIZE = "autocomp_batch_size"   # Optuna study user attrs that make refinement resumable
+_BATCHES = "autocomp_batches"         # batches asked, evaluated and told
+_PLANNED = "autocomp_planned"         # the batch whose asks are all made
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    return (seed * 1_000_003 + batch) % (2**31 - 1)
 
 
 def optuna_study_name(study_name: str, mode: str = "ptq") -> str:
@@ -199,10 +206,12 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     result = RefineResult(name)
 
     stored = _stored_values(store, study, cm, metrics)
+    # Seeds are the search's own policies (not earlier refinement), so a resumed refinement
+    # builds the same sampler as the run it continues.
     seeds = []
     for p in store.list_policies(study):
         pol = Policy.from_dict(p.policy)
-        params = ps.params_of(pol) if p.policy_id in stored else None
+        params = ps.params_of(pol) if p.policy_id in stored and p.source != SOURCE else None
         if params is not None and not cm.violations(pol, budget):
             seeds.append((p.policy_id, params))
     population = max(8, min(50, len(seeds)))
@@ -215,11 +224,71 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ostudy.set_metric_names(objective_names(budget))
     ostudy.set_user_attr("autocomp_study", study.name)
+    # The batch size is fixed at the first run: batches are the unit of reproducibility.
+    batch_size = int(ostudy.user_attrs.get(_BATCH_SIZE) or max(1, workers or _default_workers()))
+    ostudy.set_user_attr(_BATCH_SIZE, batch_size)
+    batches = int(ostudy.user_attrs.get(_BATCHES, 0))
+    planned = ostudy.user_attrs.get(_PLANNED)
 
-    trials = ostudy.get_trials(deepcopy=False)
-    # A controller killed mid-batch leaves RUNNING trials: tell what the store holds, redo the rest.
-    for t in trials:
-        if t.state == TrialState.RUNNING:
+    pool = None
+
+    def run(policies: list[Policy], landed: dict, errors: dict) -> None:
+        nonlocal pool
+
+        def on_result(res: dict) -> None:
+            pid = res["policy_id"]
+            pol = next(p for p in policies if p.id == pid)
+            store.save_evaluation(study, pid, {**res, **cm.costs(pol, ("size", "bitops", "avg_bits"))})
+            landed[pid] = res
+            if on_progress:
+                on_progress(1)
+
+        def on_error(pid: str, e: BaseException) -> None:
+            errors[pid] = f"{pid}: {type(e).__name__}"
+            if on_progress:
+                on_progress(1)
+
+        if not policies:
+            return
+        if evaluate_batch is not None:
+            evaluate_batch(policies, on_result, on_error)
+            return
+        if pool is None:
+            from autocomp.workers.pool import PTQPool
+
+            pool = PTQPool(spec, workers=batch_size)
+        pool.map(policies, on_result, on_error)
+
+    def tell_batch(trials_in_order: list[Any], landed: dict, errors: dict) -> None:
+        """Tell a batch in ask order, so a seeded sampler sees the same history however results land."""
+        for t in trials_in_order:
+            pid = t.user_attrs.get("policy_id")
+            if pid in landed:
+                stored[pid] = _values(landed[pid]["accuracy"], cm, ps.policy_of(t.params), metrics)
+            if pid in stored:
+                ostudy.tell(t.number, stored[pid])
+                if t.user_attrs.get("role") == "refine":
+                    result.evaluated += int(pid in landed)
+                else:
+                    result.reused += 1
+            else:
+                ostudy.tell(t.number, state=TrialState.FAIL)
+                if t.user_attrs.get("role") == "refine":
+                    result.failed += 1
+                    result.failures.append(errors.get(pid, f"{pid}: lost"))
+
+    try:
+        trials = ostudy.get_trials(deepcopy=False)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        # A batch fully asked before a controller was killed is finished as planned: the same
+        # trials evaluated and told, so the study's history equals an uninterrupted run's.
+        interrupted = [t for t in running if planned is not None and planned == batches
+                       and t.user_attrs.get("batch") == batches]
+        for t in running:
+            if t in interrupted:
+                continue
+            # Killed while asking (or from before batches were recorded): tell what the store
+            # holds, redo the rest.
             pid = t.user_attrs.get("policy_id")
             if pid in stored:
                 ostudy.tell(t.number, stored[pid])
@@ -227,32 +296,51 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
                 ostudy.tell(t.number, state=TrialState.FAIL)
                 ostudy.enqueue_trial(t.params, user_attrs={"role": "retry", "policy_id": pid})
             result.recovered += 1
-    known = {t.user_attrs.get("policy_id") for t in trials}
-    for pid, params in seeds:
-        if pid not in known:
-            ostudy.enqueue_trial(params, user_attrs={"role": "seed", "policy_id": pid})
+        if interrupted:
+            todo, seen = [], set(stored)
+            for t in interrupted:
+                pol = ps.policy_of(t.params)
+                if t.user_attrs.get("role") == "refine" and pol.id not in seen:
+                    seen.add(pol.id)
+                    todo.append(pol)
+            landed: dict[str, dict] = {}
+            errors: dict[str, str] = {}
+            run(todo, landed, errors)
+            tell_batch(sorted(interrupted, key=lambda t: t.number), landed, errors)
+            result.recovered += len(interrupted)
+            batches += 1
+            ostudy.set_user_attr(_BATCHES, batches)
 
-    def done_count() -> int:
-        return sum(1 for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.user_attrs.get("role") == "refine")
+        all_trials = ostudy.get_trials(deepcopy=False)
+        # Killed between telling a batch and recording it: the trials say how far it got.
+        batches = max(batches, 1 + max((int(t.user_attrs.get("batch", -1)) for t in all_trials), default=-1))
+        known = {t.user_attrs.get("policy_id") for t in all_trials}
+        for pid, params in seeds:
+            if pid not in known:
+                ostudy.enqueue_trial(params, user_attrs={"role": "seed", "policy_id": pid})
 
-    result.done = done_count()
-    want = max(0, n - result.done)
-    batch_size = max(1, workers or _default_workers())
-    max_asks = 20 * want + len(seeds) + 10   # a converged sampler re-proposes known policies
-    asks = 0
-    pool = None
-    try:
-        while result.evaluated + result.failed < want and asks < max_asks:
-            batch: list[tuple[Any, Policy]] = []
-            repeats: list[tuple[Any, str]] = []
-            while (len(batch) < batch_size and result.evaluated + result.failed + len(batch) < want
+        def done_count() -> int:
+            return sum(1 for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                       if t.user_attrs.get("role") == "refine")
+
+        result.done = done_count()
+        want = max(0, n - result.done)
+        target = result.evaluated + want      # what this call must add
+        max_asks = 20 * want + len(seeds) + 10   # a converged sampler re-proposes known policies
+        asks = 0
+        while result.evaluated + result.failed < target and asks < max_asks:
+            # One sampler per batch, seeded by the batch's index: batch k asks the same
+            # candidates whether or not a controller died before it.
+            ostudy.sampler = make_sampler(sampler, _batch_seed(seed, batches), population)
+            batch: list[Policy] = []
+            asked: list[Any] = []
+            while (len(batch) < batch_size and result.evaluated + result.failed + len(batch) < target
                    and asks < max_asks):
                 t = ostudy.ask(ps.distributions)
                 asks += 1
                 pol = ps.policy_of(t.params)
                 t.set_user_attr("policy_id", pol.id)
-                costs = cm.costs(pol, ("size", "bitops", "avg_bits"))
+                t.set_user_attr("batch", batches)
                 bad = cm.violations(pol, budget)
                 if pol.id in stored:
                     ostudy.tell(t, stored[pol.id])
@@ -262,55 +350,22 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
                     t.set_user_attr("rejected", "; ".join(bad))
                     ostudy.tell(t, state=TrialState.FAIL)
                     result.rejected += 1
-                elif any(p.id == pol.id for _, p in batch):
-                    repeats.append((t, pol.id))
+                elif any(p.id == pol.id for p in batch):
+                    asked.append(t)   # a repeat inside the batch: told with the first's result
                 else:
                     t.set_user_attr("role", "refine")
-                    store.save_policy(study, pol, SOURCE, f"optuna trial {t.number}", costs,
+                    store.save_policy(study, pol, SOURCE, f"optuna trial {t.number}",
+                                      cm.costs(pol, ("size", "bitops", "avg_bits")),
                                       {"optuna_study": name, "trial": t.number, "sampler": sampler})
-                    batch.append((t, pol))
-            if not batch and not repeats:
-                continue
-            landed: dict[str, dict] = {}
-            errors: dict[str, str] = {}
-
-            def on_result(res: dict) -> None:
-                pid = res["policy_id"]
-                store.save_evaluation(study, pid, {**res, **_costs_for(batch, pid, cm)})
-                landed[pid] = res
-                if on_progress:
-                    on_progress(1)
-
-            def on_error(pid: str, e: BaseException) -> None:
-                errors[pid] = f"{pid}: {type(e).__name__}"
-                if on_progress:
-                    on_progress(1)
-
-            if batch:
-                if evaluate_batch is None:
-                    if pool is None:
-                        from autocomp.workers.pool import PTQPool
-
-                        pool = PTQPool(spec, workers=batch_size)
-                    pool.map([p for _, p in batch], on_result, on_error)
-                else:
-                    evaluate_batch([p for _, p in batch], on_result, on_error)
-            # Tell in ask order so that a seeded sampler sees the same history however results land.
-            for t, pol in batch:
-                if pol.id in landed:
-                    stored[pol.id] = _values(landed[pol.id]["accuracy"], cm, pol, metrics)
-                    ostudy.tell(t, stored[pol.id])
-                    result.evaluated += 1
-                else:
-                    ostudy.tell(t, state=TrialState.FAIL)
-                    result.failed += 1
-                    result.failures.append(errors.get(pol.id, f"{pol.id}: lost"))
-            for t, pid in repeats:
-                if pid in stored:
-                    ostudy.tell(t, stored[pid])
-                    result.reused += 1
-                else:
-                    ostudy.tell(t, state=TrialState.FAIL)
+                    batch.append(pol)
+                    asked.append(t)
+            ostudy.set_user_attr(_PLANNED, batches)
+            landed = {}
+            errors = {}
+            run(batch, landed, errors)
+            tell_batch(sorted(asked, key=lambda t: t.number), landed, errors)
+            batches += 1
+            ostudy.set_user_attr(_BATCHES, batches)
     finally:
         if pool is not None:
             pool.close()
@@ -322,13 +377,6 @@ def _default_workers() -> int:
     from autocomp.workers.session import cluster_cpus
 
     return cluster_cpus()
-
-
-def _costs_for(batch: Sequence[tuple[Any, Policy]], pid: str, cm: CostModel) -> dict[str, float]:
-    for _, p in batch:
-        if p.id == pid:
-            return cm.costs(p, ("size", "bitops", "avg_bits"))
-    return {}
 
 
 def _values(accuracy: float, cm: CostModel, policy: Policy, metrics: Sequence[str]) -> list[float]:

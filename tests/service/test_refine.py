@@ -220,3 +220,46 @@ def test_refine_on_every_storage(storage_url, digits, digits_layers, local_eval)
     assert sum(p.source == "optuna" for p in store.list_policies(st)) == 2
     assert refine(store, st, n=2, evaluate_batch=local_eval, **ctx).evaluated == 0
     store.dispose()
+
+
+def test_refinement_interrupted_mid_batch_resumes_to_the_uninterrupted_result(ray_session, tmp_path, digits, local_eval):
+    """A controller stopped while a batch is being evaluated (Ctrl-C here; SIGKILL leaves the same
+    state) resumes to exactly the evaluations and front of an uninterrupted run with the same seed."""
+    import sqlite3
+    from dataclasses import replace
+
+    a_path, b_path = tmp_path / "a.db", tmp_path / "b.db"
+    run_search(replace(CFG, refine=0), Store(f"sqlite:///{a_path}"), "r")
+    with sqlite3.connect(a_path) as src, sqlite3.connect(b_path) as dst:   # WAL-safe copy
+        src.backup(dst)
+    a, b = Store(f"sqlite:///{a_path}"), Store(f"sqlite:///{b_path}")
+    full = refine(**_context(a, "r", digits), n=6, evaluate_batch=local_eval)
+    assert full.evaluated == 6
+
+    batches: list[list[str]] = []
+
+    def interrupted(policies, on_result, on_error):
+        batches.append([p.id for p in policies])
+        if len(batches) == 2:   # second batch: one result lands, then the controller dies
+            on_result(_evaluator().evaluate(policies[0].to_dict()))
+            raise KeyboardInterrupt
+        local_eval(policies, on_result, on_error)
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(**_context(b, "r", digits), n=6, evaluate_batch=interrupted)
+    ostudy = optuna.load_study(study_name="r", storage=b.url)
+    assert any(t.state == TrialState.RUNNING for t in ostudy.trials)
+    n0 = len(local_eval.calls)
+    resumed = refine(**_context(b, "r", digits), n=6, evaluate_batch=local_eval)
+    assert batches[1][0] not in local_eval.calls[n0:]          # the landed evaluation is not redone
+    assert resumed.recovered >= 2 and resumed.done == 6
+
+    def evals(store):
+        st = store.get_study("r")
+        rows = store.list_evaluations(st)
+        assert len({e.policy_id for e in rows}) == len(rows)
+        return {e.policy_id: e.accuracy for e in rows}
+
+    assert evals(b) == evals(a)
+    strip = lambda pts: [(p["policy_id"], p["accuracy"], p["size"], p["source"]) for p in pts]
+    assert strip(front(b, b.get_study("r"))) == strip(front(a, a.get_study("r")))

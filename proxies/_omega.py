@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from autocomp.calibrate import activation_stats
 from autocomp.policy import weight_of
 from autocomp.proxies._base import Sensitivity
-from autocomp.proxies.zero_cost import act_mse, choice_perturbations
+from autocomp.proxies.zero_cost import act_mse, act_stats_if_needed, choice_perturbations
 from autocomp.quant import is_float
 
 
@@ -23,8 +22,7 @@ def relative_omega(layers: Sequence, space, model, calib, scores: dict[str, floa
     """
     mods = dict(model.named_modules())
     choices = space.choices(layers)
-    needs_act = any(not is_float(c.a_bits) for cs in choices.values() for c in cs)
-    stats = activation_stats(model, [l.name for l in layers], calib) if needs_act else {}
+    stats = act_stats_if_needed(model, layers, calib, choices)
     omega = {}
     for l in layers:
         n = l.name

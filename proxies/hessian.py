@@ -26,12 +26,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from autocomp.calibrate import activation_stats
 from autocomp.errors import AutocompError
 from autocomp.policy import weight_of
 from autocomp.profile import _call
 from autocomp.proxies._base import Proxy, Sensitivity
-from autocomp.proxies.zero_cost import act_mse, choice_perturbations
+from autocomp.proxies.zero_cost import act_mse, act_stats_if_needed, choice_perturbations, needs_act_quant
 from autocomp.quant import is_float
 
 ACT = "act:"  # prefix of the block holding a layer's input activation
@@ -236,8 +235,7 @@ def hawq_omega(layers, space, model, calib, traces: dict[str, float], proxy: str
     """Omega = Tr(H_W)/n * ||C(W) - W||^2 (+ Tr(H_x) * MSE_act when activations are quantized)."""
     mods = dict(model.named_modules())
     choices = space.choices(layers)
-    needs_act = any(not is_float(c.a_bits) for cs in choices.values() for c in cs)
-    stats = activation_stats(model, [l.name for l in layers], calib) if needs_act else {}
+    stats = act_stats_if_needed(model, layers, calib, choices)
     omega = {}
     for l in layers:
         n = l.name
@@ -255,7 +253,7 @@ def hawq_omega(layers, space, model, calib, traces: dict[str, float], proxy: str
 
 
 def _needs_act(layers, space) -> bool:
-    return any(not is_float(c.a_bits) for cs in space.choices(layers).values() for c in cs)
+    return needs_act_quant(space.choices(layers))
 
 
 class HessianTraceProxy(Proxy):

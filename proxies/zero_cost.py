@@ -18,6 +18,16 @@ def choice_perturbations(module: torch.nn.Module, choices) -> dict[str, torch.Te
     return {c.key: compress_weight(w, c.w_bits, c.prune) - w for c in choices}
 
 
+def needs_act_quant(choices: dict) -> bool:
+    """True when some layer may take a quantized input activation."""
+    return any(not is_float(c.a_bits) for cs in choices.values() for c in cs)
+
+
+def act_stats_if_needed(model: torch.nn.Module, layers, calib, choices: dict) -> dict:
+    """Calibration activation statistics, gathered only when activations can be quantized."""
+    return activation_stats(model, [l.name for l in layers], calib) if needs_act_quant(choices) else {}
+
+
 def act_mse(sample: torch.Tensor, lo: float, hi: float, bits: int) -> float:
     """Mean squared activation quantization error on a calibration sample."""
     if is_float(bits) or sample.numel() == 0:

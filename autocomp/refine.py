@@ -10,8 +10,14 @@ sampler starts from the allocator's front rather than from random policies.
 The Optuna study lives in the study database itself (``optuna.storages.RDBStorage`` on the same
 URL, named after the autocomp study), so ``optuna-dashboard <db-url>`` shows the search live.
 Every candidate is also stored as an autocomp policy (source ``optuna``) with its evaluation, so
-fronts and reports include it. Re-running resumes: trials already complete are not asked again,
-and a trial left running by a killed controller is told its stored result, or evaluated again.
+fronts and reports include it.
+
+Refinement runs in batches (one candidate per worker). Batch ``k`` is asked in an in-memory copy of
+the stored history, by a sampler seeded with ``(seed, k)``, so its candidates are a pure function
+of the finished batches before it; its trials reach the stored study only once they are finished.
+A controller killed anywhere (asking, evaluating, writing) therefore resumes to exactly the trials,
+evaluations and front of an uninterrupted run: the batch is asked again identically, evaluations
+already stored are not redone, and trials already written are not written twice.
 
 Example:
     >>> from autocomp.refine import optuna_study_name, open_optuna_study
@@ -35,9 +41,7 @@ from autocomp.store.repository import StudyInfo
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
 SOURCE = "optuna"
-_BATCH_SIZE = "autocomp_batch_size"   # Optuna study user attrs that make refinement resumable
-_BATCHES = "autocomp_batches"         # batches asked, evaluated and told
-_PLANNED = "autocomp_planned"         # the batch whose asks are all made
+_BATCH_SIZE = "autocomp_batch_size"   # Optuna study user attr: batches are the unit of reproducibility
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -216,7 +220,7 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
             seeds.append((p.policy_id, params))
     population = max(8, min(50, len(seeds)))
     ostudy = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True,
-                                 sampler=make_sampler(sampler, seed, population))
+                                 sampler=optuna.samplers.RandomSampler(seed=seed))   # never asked: see _plan
     if [d.name.lower() for d in ostudy.directions] != directions:
         raise AutocompError(f"Optuna study {name!r} has {len(ostudy.directions)} objectives, this budget "
                             f"{len(directions)}: refine under another --study name")
@@ -227,8 +231,22 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     # The batch size is fixed at the first run: batches are the unit of reproducibility.
     batch_size = int(ostudy.user_attrs.get(_BATCH_SIZE) or max(1, workers or _default_workers()))
     ostudy.set_user_attr(_BATCH_SIZE, batch_size)
-    batches = int(ostudy.user_attrs.get(_BATCHES, 0))
-    planned = ostudy.user_attrs.get(_PLANNED)
+
+    # Trials left RUNNING in the stored study (asked there by an older autocomp, or by another
+    # tool) are closed with what the store holds: autocomp itself only ever writes finished trials.
+    for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("policy_id")
+        ostudy.tell(t.number, stored[pid]) if pid in stored else ostudy.tell(t.number, state=TrialState.FAIL)
+        result.recovered += 1
+    hist = sorted((t for t in ostudy.get_trials(deepcopy=True) if t.state.is_finished()), key=lambda t: t.number)
+    k = 1 + max((int(t.user_attrs.get("batch", -1)) for t in hist), default=-1)
+    # A batch whose trials were being written when the controller died is planned again and
+    # completed: its first trials are already stored.
+    written: list[Any] = []
+    last = [t for t in hist if t.user_attrs.get("batch") == k - 1]
+    if last and len(last) < int(last[0].user_attrs.get("batch_len", len(last))):
+        k, written = k - 1, last
+        hist = [t for t in hist if t.user_attrs.get("batch") != k]
 
     pool = None
 
@@ -259,117 +277,95 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
             pool = PTQPool(spec, workers=batch_size)
         pool.map(policies, on_result, on_error)
 
-    def tell_batch(trials_in_order: list[Any], landed: dict, errors: dict) -> None:
-        """Tell a batch in ask order, so a seeded sampler sees the same history however results land."""
-        for t in trials_in_order:
-            pid = t.user_attrs.get("policy_id")
-            if pid in landed:
-                stored[pid] = _values(landed[pid]["accuracy"], cm, ps.policy_of(t.params), metrics)
-            if pid in stored:
-                ostudy.tell(t.number, stored[pid])
-                if t.user_attrs.get("role") == "refine":
-                    result.evaluated += int(pid in landed)
-                else:
-                    result.reused += 1
-            else:
-                ostudy.tell(t.number, state=TrialState.FAIL)
-                if t.user_attrs.get("role") == "refine":
-                    result.failed += 1
-                    result.failures.append(errors.get(pid, f"{pid}: lost"))
+    def plan(k: int, room: int) -> tuple[Any, list[Policy], list[Any]]:
+        """Batch ``k``'s candidates, asked in memory: a pure function of ``hist``, the seeds, seed and k.
 
-    try:
-        trials = ostudy.get_trials(deepcopy=False)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        # A batch fully asked before a controller was killed is finished as planned: the same
-        # trials evaluated and told, so the study's history equals an uninterrupted run's.
-        interrupted = [t for t in running if planned is not None and planned == batches
-                       and t.user_attrs.get("batch") == batches]
-        for t in running:
-            if t in interrupted:
-                continue
-            # Killed while asking (or from before batches were recorded): tell what the store
-            # holds, redo the rest.
-            pid = t.user_attrs.get("policy_id")
-            if pid in stored:
-                ostudy.tell(t.number, stored[pid])
+        Nothing is written to the Optuna storage while asking, so a controller killed here leaves
+        nothing behind, and the resumed run asks exactly the same candidates.
+        """
+        mem = optuna.create_study(directions=directions, sampler=make_sampler(sampler, _batch_seed(seed, k),
+                                                                               population))
+        mem.add_trials(hist)
+        values = {t.user_attrs["policy_id"]: list(t.values) for t in hist
+                  if t.state == TrialState.COMPLETE and "policy_id" in t.user_attrs}
+        known = {t.user_attrs.get("policy_id") for t in hist}
+        fresh = [(pid, params) for pid, params in seeds if pid not in known]
+        for pid, params in fresh:
+            mem.enqueue_trial(params, user_attrs={"role": "seed", "policy_id": pid})
+            values[pid] = stored[pid]
+        batch: list[Policy] = []
+        asked: list[Any] = []
+        cap = 20 * batch_size + len(fresh) + 10   # a converged sampler re-proposes known policies
+        for _ in range(cap):
+            if len(batch) >= min(batch_size, room):
+                break
+            t = mem.ask(ps.distributions)
+            pol = ps.policy_of(t.params)
+            t.set_user_attr("policy_id", pol.id)
+            t.set_user_attr("batch", k)
+            bad = cm.violations(pol, budget)
+            if pol.id in values:
+                mem.tell(t, values[pol.id])
+            elif bad:
+                # Over budget: not worth an evaluation; FAIL keeps it out of the population.
+                t.set_user_attr("rejected", "; ".join(bad))
+                mem.tell(t, state=TrialState.FAIL)
+            elif any(p.id == pol.id for p in batch):
+                asked.append(t)   # a repeat inside the batch: told with the first's result
             else:
-                ostudy.tell(t.number, state=TrialState.FAIL)
-                ostudy.enqueue_trial(t.params, user_attrs={"role": "retry", "policy_id": pid})
-            result.recovered += 1
-        if interrupted:
-            todo, seen = [], set(stored)
-            for t in interrupted:
-                pol = ps.policy_of(t.params)
-                if t.user_attrs.get("role") == "refine" and pol.id not in seen:
-                    seen.add(pol.id)
-                    todo.append(pol)
+                t.set_user_attr("role", "refine")
+                batch.append(pol)
+                asked.append(t)
+        return mem, batch, asked
+
+    def refined(trials: Sequence[Any]) -> int:
+        return sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("role") == "refine")
+
+    result.done = refined(hist + written)
+    try:
+        while refined(hist) + result.failed < n:
+            mem, batch, asked = plan(k, n - refined(hist) - result.failed)
+            for t in asked:
+                if t.user_attrs.get("role") == "refine":
+                    store.save_policy(study, ps.policy_of(t.params), SOURCE, f"optuna trial {t.number}",
+                                      cm.costs(ps.policy_of(t.params), ("size", "bitops", "avg_bits")),
+                                      {"optuna_study": name, "trial": t.number, "sampler": sampler})
+            # Evaluations stored by an interrupted run of this batch are not redone.
+            todo = [p for p in batch if p.id not in stored]
+            result.recovered += len(batch) - len(todo)
             landed: dict[str, dict] = {}
             errors: dict[str, str] = {}
             run(todo, landed, errors)
-            tell_batch(sorted(interrupted, key=lambda t: t.number), landed, errors)
-            result.recovered += len(interrupted)
-            batches += 1
-            ostudy.set_user_attr(_BATCHES, batches)
-
-        all_trials = ostudy.get_trials(deepcopy=False)
-        # Killed between telling a batch and recording it: the trials say how far it got.
-        batches = max(batches, 1 + max((int(t.user_attrs.get("batch", -1)) for t in all_trials), default=-1))
-        known = {t.user_attrs.get("policy_id") for t in all_trials}
-        for pid, params in seeds:
-            if pid not in known:
-                ostudy.enqueue_trial(params, user_attrs={"role": "seed", "policy_id": pid})
-
-        def done_count() -> int:
-            return sum(1 for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                       if t.user_attrs.get("role") == "refine")
-
-        result.done = done_count()
-        want = max(0, n - result.done)
-        target = result.evaluated + want      # what this call must add
-        max_asks = 20 * want + len(seeds) + 10   # a converged sampler re-proposes known policies
-        asks = 0
-        while result.evaluated + result.failed < target and asks < max_asks:
-            # One sampler per batch, seeded by the batch's index: batch k asks the same
-            # candidates whether or not a controller died before it.
-            ostudy.sampler = make_sampler(sampler, _batch_seed(seed, batches), population)
-            batch: list[Policy] = []
-            asked: list[Any] = []
-            while (len(batch) < batch_size and result.evaluated + result.failed + len(batch) < target
-                   and asks < max_asks):
-                t = ostudy.ask(ps.distributions)
-                asks += 1
-                pol = ps.policy_of(t.params)
-                t.set_user_attr("policy_id", pol.id)
-                t.set_user_attr("batch", batches)
-                bad = cm.violations(pol, budget)
-                if pol.id in stored:
-                    ostudy.tell(t, stored[pol.id])
-                    result.reused += 1
-                elif bad:
-                    # Over budget: not worth an evaluation; FAIL keeps it out of the population.
-                    t.set_user_attr("rejected", "; ".join(bad))
-                    ostudy.tell(t, state=TrialState.FAIL)
-                    result.rejected += 1
-                elif any(p.id == pol.id for p in batch):
-                    asked.append(t)   # a repeat inside the batch: told with the first's result
+            for t in sorted(asked, key=lambda t: t.number):   # ask order: same history however results land
+                pid = t.user_attrs["policy_id"]
+                if pid in landed:
+                    stored[pid] = _values(landed[pid]["accuracy"], cm, ps.policy_of(t.params), metrics)
+                    result.evaluated += int(t.user_attrs.get("role") == "refine")
+                if pid in stored:
+                    mem.tell(t.number, stored[pid])
                 else:
-                    t.set_user_attr("role", "refine")
-                    store.save_policy(study, pol, SOURCE, f"optuna trial {t.number}",
-                                      cm.costs(pol, ("size", "bitops", "avg_bits")),
-                                      {"optuna_study": name, "trial": t.number, "sampler": sampler})
-                    batch.append(pol)
-                    asked.append(t)
-            ostudy.set_user_attr(_PLANNED, batches)
-            landed = {}
-            errors = {}
-            run(batch, landed, errors)
-            tell_batch(sorted(asked, key=lambda t: t.number), landed, errors)
-            batches += 1
-            ostudy.set_user_attr(_BATCHES, batches)
+                    mem.tell(t.number, state=TrialState.FAIL)
+                    if t.user_attrs.get("role") == "refine":
+                        result.failed += 1
+                        result.failures.append(errors.get(pid, f"{pid}: lost"))
+            new = [t for t in mem.get_trials(deepcopy=True)[len(hist):] if t.state.is_finished()]
+            for t in new:
+                t.user_attrs = {**t.user_attrs, "batch_len": len(new)}
+                role = t.user_attrs.get("role")
+                result.reused += int(role != "refine" and t.state == TrialState.COMPLETE)
+                result.rejected += int("rejected" in t.user_attrs)
+            if [t.user_attrs.get("policy_id") for t in written] != [t.user_attrs.get("policy_id")
+                                                                    for t in new[:len(written)]]:
+                raise AutocompError(f"Optuna study {name!r} does not replay (it was changed outside autocomp, "
+                                    "or by another version): refine under another --study name")
+            ostudy.add_trials(new[len(written):])   # the batch's trials, finished, in ask order
+            hist, written, k = hist + new, [], k + 1
+            if not batch:
+                break   # the sampler only re-proposes known or over-budget policies
     finally:
         if pool is not None:
             pool.close()
-    result.done = done_count()
+    result.done = refined(hist)
     return result
 
 

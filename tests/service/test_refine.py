@@ -6,6 +6,8 @@ same code the actors run) to keep the suite fast.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -126,7 +128,9 @@ def test_more_refinement_adds_exactly_the_difference(refined, digits, local_eval
     assert sum(p.source == "optuna" for p in store.list_policies(store.get_study("r"))) == CFG.refine + 2
 
 
-def test_trials_left_running_by_a_killed_controller_are_recovered(refined, digits, local_eval):
+def test_trials_left_running_in_the_optuna_study_are_closed(refined, digits, local_eval):
+    # autocomp writes only finished trials; RUNNING ones come from an older autocomp (which asked
+    # in storage) or from another tool asking the study. They are closed with what the store holds.
     store, _ = refined
     ctx = _context(store, "r", digits)
     st, ps = ctx["study"], ParamSpace(ctx["layers"], ctx["space"])
@@ -139,8 +143,6 @@ def test_trials_left_running_by_a_killed_controller_are_recovered(refined, digit
         if pol.id not in done and not ctx["cm"].violations(pol, ctx["budget"]):
             fresh.append(pol)
     landed, lost = fresh[:2]
-    # A controller killed mid-batch leaves its asked trials RUNNING: one evaluation had been
-    # stored, the other was still in flight.
     running = []
     for pol in (landed, lost):
         ostudy.enqueue_trial(ps.params_of(pol), user_attrs={"policy_id": pol.id, "role": "refine"})
@@ -150,17 +152,16 @@ def test_trials_left_running_by_a_killed_controller_are_recovered(refined, digit
     costs = ctx["cm"].costs(landed)
     store.save_policy(st, landed, "optuna", "killed", costs)
     store.save_evaluation(st, landed.id, {**_evaluator().evaluate(landed.to_dict()), **costs})
-    done_before = refine(**ctx, n=0, evaluate_batch=local_eval)
-    assert done_before.recovered == 2
+    n0 = len(local_eval.calls)
+    closed = refine(**ctx, n=0, evaluate_batch=local_eval)
+    assert closed.recovered == 2 and len(local_eval.calls) == n0
     trials = {t.number: t for t in optuna.load_study(study_name="r", storage=store.url).trials}
     assert trials[t1.number].state == TrialState.COMPLETE             # told its stored result
     assert trials[t1.number].values[0] == store.list_evaluations(st)[-1].accuracy
-    assert trials[t2.number].state == TrialState.FAIL                 # re-queued, not lost
-    waiting = [t for t in trials.values() if t.state == TrialState.WAITING]
-    assert [t.user_attrs["policy_id"] for t in waiting] == [lost.id]
-    n0 = len(local_eval.calls)
-    res = refine(**ctx, n=done_before.done + 1, evaluate_batch=local_eval)
-    assert local_eval.calls[n0:] == [lost.id] and res.evaluated == 1
+    assert trials[t2.number].state == TrialState.FAIL
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    res = refine(**ctx, n=closed.done + 1, evaluate_batch=local_eval)
+    assert res.evaluated == 1 and res.done == closed.done + 1
     assert landed.id not in local_eval.calls                           # never evaluated twice
 
 
@@ -222,44 +223,104 @@ def test_refine_on_every_storage(storage_url, digits, digits_layers, local_eval)
     store.dispose()
 
 
-def test_refinement_interrupted_mid_batch_resumes_to_the_uninterrupted_result(ray_session, tmp_path, digits, local_eval):
-    """A controller stopped while a batch is being evaluated (Ctrl-C here; SIGKILL leaves the same
-    state) resumes to exactly the evaluations and front of an uninterrupted run with the same seed."""
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, tmp_path_factory, digits):
+    """A searched study (no refinement yet) and the same study refined to 6 without interruption."""
     import sqlite3
-    from dataclasses import replace
 
-    a_path, b_path = tmp_path / "a.db", tmp_path / "b.db"
-    run_search(replace(CFG, refine=0), Store(f"sqlite:///{a_path}"), "r")
-    with sqlite3.connect(a_path) as src, sqlite3.connect(b_path) as dst:   # WAL-safe copy
+    d = tmp_path_factory.mktemp("resume")
+    base = d / "base.db"
+    run_search(replace(CFG, refine=0), Store(f"sqlite:///{base}"), "r")
+    ref = d / "ref.db"
+    with sqlite3.connect(base) as src, sqlite3.connect(ref) as dst:   # WAL-safe copy
         src.backup(dst)
-    a, b = Store(f"sqlite:///{a_path}"), Store(f"sqlite:///{b_path}")
-    full = refine(**_context(a, "r", digits), n=6, evaluate_batch=local_eval)
+    a = Store(f"sqlite:///{ref}")
+    full = refine(**_context(a, "r", digits), n=6, evaluate_batch=_local_batch([]))
     assert full.evaluated == 6
+    return base, a
 
+
+def _local_batch(calls):
+    def evaluate_batch(policies, on_result, on_error):
+        for p in policies:
+            calls.append(p.id)
+            on_result(_evaluator().evaluate(p.to_dict()))
+    return evaluate_batch
+
+
+def _trials(store):
+    return [(t.number, t.state, t.params, t.values, t.user_attrs.get("policy_id"), t.user_attrs.get("role"))
+            for t in optuna.load_study(study_name="r", storage=store.url).trials]
+
+
+def _evals(store):
+    rows = store.list_evaluations(store.get_study("r"))
+    assert len({e.policy_id for e in rows}) == len(rows)            # nothing evaluated twice
+    return {e.policy_id: e.accuracy for e in rows}
+
+
+@pytest.mark.parametrize("phase", ["ask", "evaluate", "write"])
+def test_refinement_interrupted_anywhere_resumes_to_the_uninterrupted_result(phase, uninterrupted, tmp_path, digits,
+                                                                             monkeypatch):
+    """A controller stopped while batch 1 is asked, evaluated or written (Ctrl-C here; SIGKILL leaves
+    the same state) resumes to exactly the Optuna history, evaluations and front of an uninterrupted
+    run with the same seed."""
+    import sqlite3
+
+    import autocomp.refine as rf
+
+    base, a = uninterrupted
+    db = tmp_path / "b.db"
+    with sqlite3.connect(base) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    b = Store(f"sqlite:///{db}")
+    calls: list[str] = []
     batches: list[list[str]] = []
 
-    def interrupted(policies, on_result, on_error):
+    def evaluate(policies, on_result, on_error):
         batches.append([p.id for p in policies])
-        if len(batches) == 2:   # second batch: one result lands, then the controller dies
+        if phase == "evaluate" and len(batches) == 2:   # batch 1: one result lands, then the stop
             on_result(_evaluator().evaluate(policies[0].to_dict()))
             raise KeyboardInterrupt
-        local_eval(policies, on_result, on_error)
+        _local_batch(calls)(policies, on_result, on_error)
 
+    real_sampler, real_add, real_ask = rf.make_sampler, optuna.Study.add_trials, optuna.Study.ask
+    asks: list[int] = []     # asks since the last sampler was made, and which batch it serves
+
+    def sampler(name, seed, population=16, mode="ptq"):
+        asks[:] = [1 if seed == rf._batch_seed(CFG.seed, 1) else 0]
+        return real_sampler(name, seed, population, mode)
+
+    def ask(self, *args, **kw):
+        asks.append(1)
+        if phase == "ask" and asks[0] == 1 and len(asks) == 3:      # batch 1, second ask
+            raise KeyboardInterrupt
+        return real_ask(self, *args, **kw)
+
+    def add_trials(self, trials):
+        if phase == "write" and any(t.user_attrs.get("batch") == 1 for t in trials):
+            real_add(self, trials[:1])                       # the first trial is written, then the stop
+            raise KeyboardInterrupt
+        return real_add(self, trials)
+
+    monkeypatch.setattr(rf, "make_sampler", sampler)
+    monkeypatch.setattr(optuna.Study, "add_trials", add_trials)
+    monkeypatch.setattr(optuna.Study, "ask", ask)
     with pytest.raises(KeyboardInterrupt):
-        refine(**_context(b, "r", digits), n=6, evaluate_batch=interrupted)
-    ostudy = optuna.load_study(study_name="r", storage=b.url)
-    assert any(t.state == TrialState.RUNNING for t in ostudy.trials)
-    n0 = len(local_eval.calls)
-    resumed = refine(**_context(b, "r", digits), n=6, evaluate_batch=local_eval)
-    assert batches[1][0] not in local_eval.calls[n0:]          # the landed evaluation is not redone
-    assert resumed.recovered >= 2 and resumed.done == 6
+        refine(**_context(b, "r", digits), n=6, evaluate_batch=evaluate)
+    monkeypatch.undo()
+    stored = optuna.load_study(study_name="r", storage=b.url).trials
+    assert not any(t.state == TrialState.RUNNING for t in stored)   # only finished trials are written
+    assert {t.user_attrs.get("batch") for t in stored} == ({0, 1} if phase == "write" else {0})
 
-    def evals(store):
-        st = store.get_study("r")
-        rows = store.list_evaluations(st)
-        assert len({e.policy_id for e in rows}) == len(rows)
-        return {e.policy_id: e.accuracy for e in rows}
-
-    assert evals(b) == evals(a)
-    strip = lambda pts: [(p["policy_id"], p["accuracy"], p["size"], p["source"]) for p in pts]
+    n0 = len(calls)
+    resumed = refine(**_context(b, "r", digits), n=6, evaluate_batch=_local_batch(calls))
+    assert resumed.done == 6
+    if phase == "evaluate":
+        assert batches[1][0] not in calls[n0:] and resumed.recovered == 1   # the landed one is not redone
+    if phase == "write":
+        assert calls[n0:] == [] or set(calls[n0:]).isdisjoint(batches[1])
+    assert _trials(b) == _trials(a)                                 # the same Optuna history, trial for trial
+    assert _evals(b) == _evals(a)
+    strip = lambda pts: [(p["policy_id"], p["accuracy"], p["size"], p["source"]) for p in pts]  # noqa: E731
     assert strip(front(b, b.get_study("r"))) == strip(front(a, a.get_study("r")))

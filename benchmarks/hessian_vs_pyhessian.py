@@ -1,12 +1,20 @@
-"""Per-layer Hutchinson traces (autocomp) vs PyHessian's total trace, side by side in one run.
+"""Per-layer Hessian traces (autocomp) vs PyHessian's total trace, side by side in one run.
 
 torchvision resnet18 with random weights, one batch of 16 x 3 x 64 x 64 with random labels,
-cross-entropy, the same number of Rademacher probes for both. PyHessian differentiates every
+cross-entropy, the same number of probes for every estimator. PyHessian differentiates every
 parameter (BatchNorm scales and shifts included) and returns the total trace only; autocomp
-differentiates the conv/linear weights and returns every layer's trace from the same products.
-Agreement: both totals are unbiased estimates; their difference is reported in standard errors.
+differentiates the conv/linear weights and returns every layer's trace from the same products:
 
-    python benchmarks/hessian_vs_pyhessian.py [--probes 8] [--threads 1] [--ray-workers 2]
+* autocomp ``auto`` -- on resnet18 (piecewise linear in every layer) the Gauss-Newton form, which
+  is the exact block Hessian there: one backward pass per probe;
+* autocomp ``hvp`` -- Hutchinson with Hessian-vector products, what PyHessian computes.
+
+Agreement: all totals are unbiased estimates of the same trace (BatchNorm parameters aside, which
+PyHessian includes); their difference is reported in standard errors. "At equal agreement" is the
+time each estimator needs to reach the same standard error, time per probe x variance, with the
+variances measured in this run.
+
+    python benchmarks/hessian_vs_pyhessian.py [--probes 16] [--threads 1] [--ray-workers 2]
 """
 from __future__ import annotations
 
@@ -18,9 +26,15 @@ import numpy as np
 import torch
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--probes", type=int, default=8)
+    ap.add_argument("--probes", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ray-workers", type=int, default=0, help="also time probes split over N Ray tasks")
     ap.add_argument("--per-layer-baseline", action="store_true",
@@ -31,38 +45,49 @@ def main() -> None:
     from pyhessian import hessian as PyHessian
 
     from autocomp.profile import profile_model
-    from autocomp.proxies.hessian import probe_values
+    from autocomp.proxies.hessian import chosen_estimator, probe_values
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     x, y = torch.randn(16, 3, 64, 64), torch.randint(0, 10, (16,))
     crit = torch.nn.CrossEntropyLoss()
     names = [l.name for l in profile_model(model, x)]
+    p = a.probes
 
-    probe_values(model, crit, (x, y), names, [0])          # warm-up (allocator, mkldnn)
-    t0 = time.perf_counter()
-    ours = probe_values(model, crit, (x, y), names, range(a.probes))
-    t_ours = time.perf_counter() - t0
+    est = chosen_estimator(model, crit, (x, y), names)
+    for e in ("auto", "hvp"):
+        probe_values(model, crit, (x, y), names, [0], estimator=e)          # warm-up (allocator, mkldnn)
+    auto, t_auto = _timed(lambda: probe_values(model, crit, (x, y), names, range(p), estimator="auto"))
+    hvp, t_hvp = _timed(lambda: probe_values(model, crit, (x, y), names, range(p), seed=1, estimator="hvp"))
 
     ph = PyHessian(model, crit, data=(x, y), cuda=False)  # gradient graph built once, like ours
     ph.trace(maxIter=1, tol=0.0)                           # warm-up
-    t0 = time.perf_counter()
     # One probe per call: PyHessian's stopping test divides by the signed running trace and can
     # stop after two probes on an indefinite Hessian (NNCF #2155); per-probe cost is unchanged.
-    theirs = np.array([ph.trace(maxIter=1, tol=0.0)[0] for _ in range(a.probes)])
-    t_ph = time.perf_counter() - t0
+    theirs, t_ph = _timed(lambda: np.array([ph.trace(maxIter=1, tol=0.0)[0] for _ in range(p)]))
 
-    tot = np.array([sum(d.values()) for d in ours])
-    se = math.sqrt(tot.var(ddof=1) / a.probes + theirs.var(ddof=1) / a.probes)
-    print(f"resnet18, batch 16x3x64x64, {a.probes} probes, {a.threads} thread(s)")
-    print(f"PyHessian total trace:        {theirs.mean():10.2f}  {t_ph:7.2f} s  ({t_ph / a.probes:.3f} s/probe)")
-    print(f"autocomp per-layer ({len(names)} layers): {tot.mean():10.2f}  {t_ours:7.2f} s  ({t_ours / a.probes:.3f} s/probe)")
-    print(f"agreement: |diff| = {abs(tot.mean() - theirs.mean()) / se:.2f} standard errors")
-    print(f"speed-up (PyHessian / autocomp, one process): {t_ph / t_ours:.2f}x")
+    A = np.array([[d.get(n, 0.0) for n in names] for d in auto])
+    H = np.array([[d.get(n, 0.0) for n in names] for d in hvp])
+    ta, th, tp = t_auto / p, t_hvp / p, t_ph / p
+    print(f"resnet18, batch 16x3x64x64, {p} probes each, {a.threads} thread(s); auto estimator: {est}")
+    print(f"{'':34s}{'total trace':>14s}{'sd/probe':>11s}{'s/probe':>9s}")
+    for label, tot, t in ((f"PyHessian total", theirs, tp), (f"autocomp hvp ({len(names)} layers)", H.sum(1), th),
+                          (f"autocomp {est} ({len(names)} layers)", A.sum(1), ta)):
+        print(f"{label:34s}{tot.mean():14.1f}{tot.std(ddof=1):11.1f}{t:9.3f}")
+    for label, tot in (("hvp", H.sum(1)), (est, A.sum(1))):
+        se = math.sqrt(tot.var(ddof=1) / p + theirs.var(ddof=1) / p)
+        print(f"agreement with PyHessian ({label}): |diff| = {abs(tot.mean() - theirs.mean()) / se:.2f} standard errors")
+    print(f"speed-up per probe, same probe count (PyHessian / autocomp {est}): {tp / ta:.2f}x "
+          f"(autocomp hvp: {tp / th:.2f}x)")
+    eq_total = (tp * theirs.var(ddof=1)) / (ta * A.sum(1).var(ddof=1))
+    print(f"speed-up at equal agreement on the total trace (time x variance): {eq_total:.1f}x")
+    ratios = (th * H.var(0, ddof=1)) / np.maximum(ta * A.var(0, ddof=1), 1e-30)
+    print(f"speed-up at equal per-layer agreement over HVP probes (PyHessian's product; per layer): "
+          f"median {np.median(ratios):.1f}x, min {ratios.min():.1f}x over {len(names)} layers")
     if a.per_layer_baseline:
-        per_layer_pyhessian(model, crit, x, y, names, t_ours / a.probes)
+        per_layer_pyhessian(model, crit, x, y, names, ta)
     if a.ray_workers:
-        ray_time(model, crit, x, y, names, a.probes, a.ray_workers, t_ph)
+        ray_time(model, crit, x, y, names, p, a.ray_workers, t_ph)
 
 
 def per_layer_pyhessian(model, crit, x, y, names, ours_per_probe) -> None:

@@ -1,9 +1,20 @@
 """Hessian proxies: ``hessian_trace`` (HAWQ-V2, Hutchinson) and ``hessian_eig`` (HAWQ, power iteration).
 
-One Hessian-vector product (reverse over reverse) with a Rademacher probe ``v`` spanning every
-layer gives every layer's trace estimate at once: ``E[v_l . (H v)_l] = Tr(H_ll)`` because the
-cross blocks average out. So per-layer traces cost what PyHessian pays for the total trace, and
-only the quantizable weights (plus, when the space quantizes activations, the layers' inputs) are
+Two estimators of every layer's trace ``Tr(H_ll)``, chosen per batch (``estimator="auto"``):
+
+* ``ggn`` -- exact where it applies, and several times cheaper. When the model's output is
+  piecewise linear in each block (ReLU/max-pool/eval-BatchNorm/residual CNNs and MLPs: checked on
+  the autograd graph, op by op), the second derivative of the output in that block vanishes and
+  ``H_ll = J_l^T A J_l`` exactly, with ``A`` the loss's Hessian in the outputs (per sample, PSD for
+  cross-entropy or squared error). With ``A_n = S_n S_n^T`` and a Rademacher probe ``u`` over the
+  outputs, ``E ||J_l^T S u||^2 = Tr(H_ll)``: one backward pass per probe (no double backward), a
+  non-negative estimate per layer, and a variance bounded by the output dimension rather than by
+  the off-diagonal Hessian mass.
+* ``hvp`` -- any model: one Hessian-vector product (reverse over reverse) with a Rademacher probe
+  ``v`` spanning every layer gives every layer's estimate at once: ``E[v_l . (H v)_l] = Tr(H_ll)``
+  because the cross blocks average out.
+
+Only the quantizable weights (plus, when the space quantizes activations, the layers' inputs) are
 differentiated, not every BatchNorm scale and bias.
 
 Probes are numbered; probe ``i`` on batch ``b`` draws from a generator seeded by ``(seed, b, i)``,
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -50,6 +62,10 @@ def _mix(*xs: int) -> int:
     return h
 
 
+ESTIMATORS = ("auto", "hvp", "ggn")
+MAX_GGN_OUTPUTS = 256  # per-sample outputs above this (e.g. a vocabulary) use HVPs: A would be too big
+
+
 @dataclass
 class _Graph:
     """The first-order gradient graph of one batch, kept for repeated Hessian-vector products."""
@@ -57,9 +73,152 @@ class _Graph:
     keys: list[str]          # block names: layer names, then "act:<layer>" blocks
     variables: list[torch.Tensor]
     grads: tuple[torch.Tensor, ...]
+    estimator = "hvp"
 
     def hvp(self, vs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return torch.autograd.grad(self.grads, self.variables, grad_outputs=list(vs), retain_graph=True)
+
+    def values(self, seed: int, batch: int, index: int) -> dict[str, float]:
+        vs = [probe(v, seed, batch, index) for v in self.variables]
+        return {k: float((v * h).sum()) for k, v, h in zip(self.keys, vs, self.hvp(vs))}
+
+
+@dataclass
+class _GGNGraph:
+    """The forward graph of one batch and the loss curvature's square root in the outputs.
+
+    ``root[n] @ root[n].T`` is the Hessian of the batch loss in sample ``n``'s outputs; a probe is
+    one vector-Jacobian product of ``root u`` and gives ``||J_l^T root u||^2`` for every block.
+    """
+
+    keys: list[str]
+    variables: list[torch.Tensor]
+    out: torch.Tensor
+    root: torch.Tensor       # (N, K, K)
+    estimator = "ggn"
+
+    def values(self, seed: int, batch: int, index: int) -> dict[str, float]:
+        n, k = self.root.shape[:2]
+        u = probe(self.root.new_empty(n, k), seed, batch, index)
+        w = torch.bmm(self.root, u.unsqueeze(-1)).reshape(self.out.shape)
+        gs = torch.autograd.grad(self.out, self.variables, grad_outputs=w, retain_graph=True, allow_unused=True)
+        return {key: 0.0 if g is None else float((g * g).sum()) for key, g in zip(self.keys, gs)}
+
+
+# Ops whose output is linear in their differentiable inputs (any of them at once).
+_LINEAR = frozenset("""
+AddBackward SubBackward RsubBackward NegBackward CatBackward StackBackward ViewBackward UnsafeViewBackward
+ReshapeAliasBackward ExpandBackward PermuteBackward TransposeBackward TBackward SqueezeBackward
+UnsqueezeBackward CloneBackward SliceBackward SelectBackward IndexBackward IndexSelectBackward GatherBackward
+SumBackward MeanBackward AdaptiveAvgPool1DBackward AdaptiveAvgPool2DBackward AdaptiveAvgPool3DBackward
+AvgPool2DBackward AvgPool3DBackward ConstantPadNdBackward ReflectionPad1DBackward ReflectionPad2DBackward
+ReplicationPad1DBackward ReplicationPad2DBackward AsStridedBackward SplitBackward SplitWithSizesBackward
+UnbindBackward ToCopyBackward AliasBackward RepeatBackward RollBackward FlipBackward PixelShuffleBackward
+PixelUnshuffleBackward UpsampleNearest1DBackward UpsampleNearest2DBackward UpsampleBilinear2DBackward
+DiagonalBackward UnfoldBackward Im2ColBackward Col2ImBackward WhereBackward MaskedFillBackward
+NativeDropoutBackward NarrowBackward
+""".split())
+# Piecewise-linear ops (linear on each piece, so their second derivative vanishes almost everywhere).
+_PIECEWISE = frozenset("""
+ReluBackward ThresholdBackward HardtanhBackward LeakyReluBackward MaxPool2DWithIndicesBackward
+MaxPool3DWithIndicesBackward AdaptiveMaxPool1DBackward AdaptiveMaxPool2DBackward ClampBackward ClampMinBackward
+ClampMaxBackward AbsBackward MaximumBackward MinimumBackward AmaxBackward AminBackward MaxBackward MinBackward
+""".split())
+# Ops linear in each operand separately: fine while at most one operand depends on the block.
+_BILINEAR = {"MulBackward": (0, 1), "MmBackward": (0, 1), "BmmBackward": (0, 1), "MvBackward": (0, 1),
+             "DotBackward": (0, 1), "AddmmBackward": (1, 2), "BaddbmmBackward": (1, 2), "AddmvBackward": (1, 2),
+             "ConvolutionBackward": (0, 1), "PreluKernelBackward": (0, 1)}
+
+
+def _op_is_linear(node: Any, slots: set[int]) -> bool:
+    """Whether ``node``'s output is (piecewise) linear in its inputs at ``slots`` taken together."""
+    name = type(node).__name__.rstrip("0123456789")
+    if name in _LINEAR or name in _PIECEWISE:
+        return True
+    if name in _BILINEAR:
+        return len(slots & set(_BILINEAR[name])) <= 1
+    if name == "DivBackward":                      # x / c is linear in x only
+        return slots <= {0}
+    if name == "NativeBatchNormBackward":          # eval mode: an affine map with fixed statistics
+        return not bool(getattr(node, "_saved_training", True)) and len(slots & {0, 1}) <= 1
+    return False
+
+
+def output_is_piecewise_linear(out: torch.Tensor, variables: Sequence[torch.Tensor]) -> bool:
+    """True when every op between each variable and ``out`` is (piecewise) linear in that variable.
+
+    Walks the autograd graph of ``out``: for each variable, the ops that depend on it must be
+    linear (views, sums, pooling, convolutions/matmuls with the other operand fixed, eval-mode
+    BatchNorm) or piecewise linear (ReLU, max-pool, clamp). Any other op (GELU, softmax, LayerNorm,
+    training-mode BatchNorm, a product of two tensors that both depend on the block, a custom
+    autograd function) makes the answer False. Then the output's second derivative in each block
+    is zero almost everywhere, and the block Hessian of the loss is exactly ``J^T A J``.
+    """
+    root = out.grad_fn
+    if root is None:
+        return False
+    consumers: dict[Any, list[Any]] = defaultdict(list)
+    seen, stack, leaves = {root}, [root], {}
+    while stack:
+        node = stack.pop()
+        if hasattr(node, "variable"):
+            leaves[id(node.variable)] = node
+        for child, _ in node.next_functions:
+            if child is None:
+                continue
+            consumers[child].append(node)
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    for v in variables:
+        start = v.grad_fn if v.grad_fn is not None else leaves.get(id(v))
+        if start is None or start not in seen:
+            continue
+        dep, stack = {start}, [start]
+        while stack:
+            for c in consumers.get(stack.pop(), ()):
+                if c not in dep:
+                    dep.add(c)
+                    stack.append(c)
+        for node in dep - {start}:
+            slots = {i for i, (child, _) in enumerate(node.next_functions) if child in dep}
+            if not _op_is_linear(node, slots):
+                return False
+    return True
+
+
+def loss_curvature_root(out: torch.Tensor, target: Any, loss_fn) -> torch.Tensor | None:
+    """``S`` with ``S[n] S[n]^T`` = the loss Hessian in sample ``n``'s outputs, or None.
+
+    None when the loss couples samples (its Hessian in the outputs is not block diagonal), is not
+    convex in the outputs (a negative eigenvalue: the Gauss-Newton form needs ``A >= 0``), or the
+    per-sample output is too large to build ``A`` (``MAX_GGN_OUTPUTS``).
+    """
+    if out.dim() == 0:
+        return None
+    n = out.shape[0]
+    k = out.numel() // max(n, 1)
+    if n == 0 or k > MAX_GGN_OUTPUTS:
+        return None
+    z = out.detach().requires_grad_(True)
+    g = torch.autograd.grad(loss_fn(z, target), z, create_graph=True)[0]
+    if not g.requires_grad:                            # loss linear in the outputs: A = 0
+        return z.new_zeros(n, k, k)
+    g = g.reshape(n, k)
+    sign = (torch.arange(n, dtype=z.dtype) % 2) * 2 - 1
+    rows, signed = [], []
+    for c in range(k):
+        rows.append(torch.autograd.grad(g[:, c].sum(), z, retain_graph=True)[0].reshape(n, k))
+        signed.append(torch.autograd.grad((g[:, c] * sign).sum(), z, retain_graph=True)[0].reshape(n, k))
+    a, a_signed = torch.stack(rows, 1).detach(), torch.stack(signed, 1).detach()   # (N, K, K)
+    scale = float(a.abs().max()) or 1.0
+    if float((a_signed - sign.view(n, 1, 1) * a).abs().max()) > 1e-5 * scale:
+        return None                                    # cross-sample curvature: not per-sample
+    a = (a + a.transpose(1, 2)) / 2
+    evals, evecs = torch.linalg.eigh(a.double())
+    if float(evals.min()) < -1e-6 * max(float(evals.abs().max()), 1e-30):
+        return None
+    return (evecs * evals.clamp_min(0).sqrt().unsqueeze(1)).to(z.dtype)
 
 
 class _Grad:
@@ -101,10 +260,13 @@ class _Grad:
             p.requires_grad_(r)
             p.grad = None
 
-    def graph(self, batch, loss_fn) -> _Graph:
+    def graph(self, batch, loss_fn, estimator: str = "auto") -> _Graph | _GGNGraph:
+        """The batch's graph for ``estimator``: ``ggn`` when asked, or under ``auto`` when exact."""
+        if estimator not in ESTIMATORS:
+            raise AutocompError(f"unknown Hessian trace estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
         self.inputs.clear()
         x, y = batch
-        loss = loss_fn(_call(self.model, x), y)
+        out = _call(self.model, x)
         keys = list(self.names)
         variables = [self.mods[n].weight for n in self.names]
         if self.activations:
@@ -112,27 +274,41 @@ class _Grad:
                 if n in self.inputs:
                     keys.append(ACT + n)
                     variables.append(self.inputs[n])
-        grads = torch.autograd.grad(loss, variables, create_graph=True, allow_unused=True)
+        if estimator != "hvp" and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            if estimator == "ggn" or output_is_piecewise_linear(out, variables):
+                root = loss_curvature_root(out, y, loss_fn)
+                if root is not None:
+                    return _GGNGraph(keys, variables, out, root)
+            if estimator == "ggn":
+                raise AutocompError("the Gauss-Newton trace needs a per-sample loss convex in the model's outputs "
+                                    f"(at most {MAX_GGN_OUTPUTS} per sample): use estimator='hvp'")
+        grads = torch.autograd.grad(loss_fn(out, y), variables, create_graph=True, allow_unused=True)
         # Blocks the loss does not reach have a zero Hessian: drop them.
         keep = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         return _Graph([keys[i] for i in keep], [variables[i] for i in keep], tuple(grads[i] for i in keep))
 
 
 def probe_values(model: torch.nn.Module, loss_fn, batch, names: Sequence[str], probe_ids: Sequence[int],
-                 seed: int = 0, batch_index: int = 0, activations: bool = False) -> list[dict[str, float]]:
-    """``v_l . (H v)_l`` per block for each probe id on one batch (one HVP per probe).
+                 seed: int = 0, batch_index: int = 0, activations: bool = False,
+                 estimator: str = "auto") -> list[dict[str, float]]:
+    """One trace estimate per block for each probe id on one batch (one product per probe).
+
+    ``estimator``: ``hvp`` (``v_l . (H v)_l``), ``ggn`` (``||J_l^T S u||^2``, exact for models
+    piecewise linear in each block), or ``auto`` (``ggn`` where exact, else ``hvp``).
 
     Example:
         >>> vals = probe_values(model, wl.loss, wl.calib[0], ["fc"], range(8))  # doctest: +SKIP
     """
     with _Grad(model, names, activations) as ctx:
-        g = ctx.graph(batch, loss_fn)
-        out = []
-        for i in probe_ids:
-            vs = [probe(v, seed, batch_index, i) for v in g.variables]
-            hv = g.hvp(vs)
-            out.append({k: float((v * h).sum()) for k, v, h in zip(g.keys, vs, hv)})
-    return out
+        g = ctx.graph(batch, loss_fn, estimator)
+        return [g.values(seed, batch_index, i) for i in probe_ids]
+
+
+def chosen_estimator(model: torch.nn.Module, loss_fn, batch, names: Sequence[str], activations: bool = False,
+                     estimator: str = "auto") -> str:
+    """Which estimator ``auto`` (or the given one) runs on this model and batch: ``ggn`` or ``hvp``."""
+    with _Grad(model, names, activations) as ctx:
+        return ctx.graph(batch, loss_fn, estimator).estimator
 
 
 def stop_index(totals: Sequence[float], tol: float, min_probes: int = 2) -> int | None:
@@ -152,15 +328,13 @@ def stop_index(totals: Sequence[float], tol: float, min_probes: int = 2) -> int 
 
 def batch_traces(model, loss_fn, batch, names, seed: int = 0, batch_index: int = 0, tol: float = 1e-3,
                  max_probes: int = 64, min_probes: int = 4, activations: bool = False,
-                 first_probe: int = 0) -> tuple[dict[str, float], int]:
+                 first_probe: int = 0, estimator: str = "auto") -> tuple[dict[str, float], int]:
     """Per-block Hutchinson traces of one batch; returns (traces, probes used)."""
     with _Grad(model, names, activations) as ctx:
-        g = ctx.graph(batch, loss_fn)
+        g = ctx.graph(batch, loss_fn, estimator)
         vals: list[dict[str, float]] = []
         for i in range(first_probe, first_probe + max_probes):
-            vs = [probe(v, seed, batch_index, i) for v in g.variables]
-            hv = g.hvp(vs)
-            vals.append({k: float((v * h).sum()) for k, v, h in zip(g.keys, vs, hv)})
+            vals.append(g.values(seed, batch_index, i))
             if stop_index([sum(d.values()) for d in vals], tol, min_probes) == len(vals):
                 break
     return reduce_probes(vals, len(vals)), len(vals)
@@ -172,7 +346,7 @@ def reduce_probes(vals: Sequence[dict[str, float]], k: int) -> dict[str, float]:
 
 
 def hutchinson_traces(model, loss_fn, batches, names, seed: int = 0, tol: float = 1e-3, max_probes: int = 64,
-                      min_probes: int = 4, activations: bool = False) -> dict[str, float]:
+                      min_probes: int = 4, activations: bool = False, estimator: str = "auto") -> dict[str, float]:
     """Per-layer Hessian traces averaged over calibration batches (weighted by batch size).
 
     Example:
@@ -180,7 +354,8 @@ def hutchinson_traces(model, loss_fn, batches, names, seed: int = 0, tol: float 
     """
     parts = []
     for b, batch in enumerate(batches):
-        tr, _ = batch_traces(model, loss_fn, batch, names, seed, b, tol, max_probes, min_probes, activations)
+        tr, _ = batch_traces(model, loss_fn, batch, names, seed, b, tol, max_probes, min_probes, activations,
+                             estimator=estimator)
         parts.append((tr, int(batch[1].shape[0])))
     return combine_batches(parts)
 
@@ -201,7 +376,7 @@ def top_eigenvalues(model, loss_fn, batches, names, seed: int = 0, tol: float = 
     mods = dict(model.named_modules())
     out: dict[str, float] = {}
     with _Grad(model, names, False) as ctx:
-        graphs = [(ctx.graph(b, loss_fn), int(b[1].shape[0])) for b in batches]
+        graphs = [(ctx.graph(b, loss_fn, "hvp"), int(b[1].shape[0])) for b in batches]
         total = sum(w for _, w in graphs)
         for n in names:
             w = mods[n].weight
@@ -260,7 +435,8 @@ class HessianTraceProxy(Proxy):
     """HAWQ-V2: average Hessian trace per layer (Hutchinson), times the choice's perturbation.
 
     Options: ``tol`` (relative, default 1e-2), ``max_probes`` (per batch, default 32),
-    ``min_probes`` (default 8), ``seed``; ``traces`` (precomputed, e.g. from Ray tasks).
+    ``min_probes`` (default 8), ``seed``, ``estimator`` (``auto`` | ``hvp`` | ``ggn``, see the
+    module docstring); ``traces`` (precomputed, e.g. from Ray tasks).
     """
 
     name = "hessian_trace"
@@ -273,7 +449,8 @@ class HessianTraceProxy(Proxy):
         if traces is None:
             traces = hutchinson_traces(model, workload.loss, workload.calib, names, int(o.get("seed", 0)),
                                        float(o.get("tol", 1e-2)), int(o.get("max_probes", 32)),
-                                       int(o.get("min_probes", 8)), _needs_act(layers, space))
+                                       int(o.get("min_probes", 8)), _needs_act(layers, space),
+                                       str(o.get("estimator", "auto")))
         check_finite(traces, "the Hessian trace")
         mods = dict(model.named_modules())
         scores = {n: traces.get(n, 0.0) / max(weight_of(mods[n]).numel(), 1) for n in names}

@@ -55,12 +55,13 @@ def run_part(spec: str, proxy: str, layers: list[dict], space: dict, options: di
         b = part["batch"]
         tr, used = batch_traces(wl.model(), wl.loss, wl.calib[b], names, seed, b, float(options.get("tol", 1e-2)),
                                 int(options.get("max_probes", 32)), int(options.get("min_probes", 8)),
-                                _needs_act(ls, sp))
+                                _needs_act(ls, sp), estimator=str(options.get("estimator", "auto")))
         return {"traces": tr, "weight": int(wl.calib[b][1].shape[0]), "probes": used}
     if kind == "trace_probes":
         from autocomp.proxies.hessian import _needs_act, probe_values
 
-        vals = probe_values(wl.model(), wl.loss, wl.calib[0], names, part["probes"], seed, 0, _needs_act(ls, sp))
+        vals = probe_values(wl.model(), wl.loss, wl.calib[0], names, part["probes"], seed, 0, _needs_act(ls, sp),
+                            str(options.get("estimator", "auto")))
         return {"values": vals}
     if kind == "eig":
         from autocomp.proxies.hessian import top_eigenvalues

@@ -1,4 +1,11 @@
-"""Starting or joining Ray: a local instance by default, a cluster with ``--address``/RAY_ADDRESS."""
+"""Starting or joining Ray: a local instance by default, a cluster with ``--address``/RAY_ADDRESS.
+
+``ray://host:port`` joins through the cluster's Ray Client server (``pip install
+'autocomp[client]'``); the controller then runs here and its Ray calls go over gRPC. Clusters of
+Ray 2.60 may require token authentication (``RAY_AUTH_MODE=token`` and the cluster's token in
+``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), which Ray reports, after
+about 30 s of retries, only as a connection timeout: :func:`check_ray_client` asks once first.
+"""
 from __future__ import annotations
 
 import os
@@ -39,6 +46,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
     kwargs: dict[str, Any] = dict(runtime_env=env, logging_level="ERROR", log_to_driver=False)
     try:
         if address:
+            if address.startswith("ray://"):
+                check_ray_client(address)
             ray.init(address=address, **kwargs)
         else:
             # "local" always starts a fresh instance: a bare ray.init() would silently join any
@@ -46,8 +55,55 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         where = address or "a local instance"
-        raise AutocompError(f"cannot connect to Ray at {where}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if address and address.startswith("ray://") and isinstance(e, ConnectionError):
+            why += " (is the cluster's Ray Client server port, 10001 by default, open to this machine?)"
+        raise AutocompError(f"cannot connect to Ray at {where}: {why}") from e
     return ray
+
+
+def check_ray_client(address: str, timeout: float = 10.0) -> None:
+    """Fail in one line where ``ray.init("ray://...")`` would fail late or unclearly.
+
+    Raises:
+        AutocompError: Ray Client is not installed, or the server at ``address`` rejects this
+            process's authentication (none sent, or a wrong token). Anything else (not
+            reachable yet, a Ray without this gRPC API) is left to ``ray.init`` and its retries.
+
+    Example:
+        >>> check_ray_client("ray://head:10001")   # doctest: +SKIP
+    """
+    try:
+        import grpc
+    except ImportError:
+        raise AutocompError(f"cannot connect to Ray at {address}: Ray Client (ray://) is not installed: "
+                            "pip install 'autocomp[client]' (or 'ray[client]')") from None
+    try:
+        import ray.core.generated.ray_client_pb2 as pb
+        import ray.core.generated.ray_client_pb2_grpc as pb_grpc
+        from ray._private.grpc_utils import init_grpc_channel  # adds the token when RAY_AUTH_MODE=token
+    except ImportError:
+        return
+    target = address[len("ray://"):].rstrip("/")
+    try:
+        channel = init_grpc_channel(target, asynchronous=False)
+    except Exception:  # noqa: BLE001 - a probe only: ray.init reports its own errors
+        return
+    try:
+        pb_grpc.RayletDriverStub(channel).ClusterInfo(
+            pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING), timeout=timeout)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            fix = ("it rejected this token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): "
+                   "use the cluster's, from `ray get-auth-token` on the head")
+        else:
+            fix = ("it requires token authentication: export RAY_AUTH_MODE=token and the cluster's token "
+                   "as RAY_AUTH_TOKEN (`ray get-auth-token` on the head)")
+        raise AutocompError(f"cannot connect to Ray at {address}: {fix}") from None
+    finally:
+        channel.close()
 
 
 def cluster_cpus() -> int:

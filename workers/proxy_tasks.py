@@ -25,10 +25,11 @@ def _workload(spec: str, batches=None, data: str = "real", seed: int = 0):
     import torch
 
     from autocomp.proxies.distilled import with_data
+    from autocomp.workers.runtime_env import worker_spec
     from autocomp.workload import load_workload
 
     torch.set_num_threads(1)
-    wl = load_workload(spec)
+    wl = load_workload(worker_spec(spec))   # the shipped copy of a user's file, not the controller's path
     if batches is not None:  # distilled on the controller once, shipped to every task
         import dataclasses
 

@@ -59,3 +59,12 @@ def test_workers_read_the_spec_map(monkeypatch):
     assert with_spec_map({}, "digits", "digits") == {}
     monkeypatch.setenv(SPEC_MAP_VAR, json.dumps({}))
     assert worker_spec("/home/me/m.py:make") == "/home/me/m.py:make"
+
+
+def test_proxy_tasks_load_the_shipped_workload_not_the_controllers_path(monkeypatch):
+    # A proxy task on another machine must load the shipped copy of the user's file, as PTQ/QAT do.
+    from autocomp.workers.proxy_tasks import _workload
+
+    monkeypatch.setenv(SPEC_MAP_VAR, json.dumps({"/nowhere/on/this/worker/wl.py:make": "digits"}))
+    wl = _workload("/nowhere/on/this/worker/wl.py:make")
+    assert wl.calib and wl.model() is not None

@@ -200,10 +200,16 @@ def loss_curvature_root(out: torch.Tensor, target: Any, loss_fn) -> torch.Tensor
     k = out.numel() // max(n, 1)
     if n == 0 or k > MAX_GGN_OUTPUTS:
         return None
-    z = out.detach().requires_grad_(True)
-    g = torch.autograd.grad(loss_fn(z, target), z, create_graph=True)[0]
+    # In float64: a confident classifier's curvature is tiny (1e-5 here) and float32 rounding
+    # alone would show as negative eigenvalues of the same order.
+    z = out.detach().double().requires_grad_(True)
+    try:
+        g = torch.autograd.grad(loss_fn(z, target), z, create_graph=True)[0]
+    except (RuntimeError, TypeError):                  # a loss that insists on its own dtype
+        z = out.detach().requires_grad_(True)
+        g = torch.autograd.grad(loss_fn(z, target), z, create_graph=True)[0]
     if not g.requires_grad:                            # loss linear in the outputs: A = 0
-        return z.new_zeros(n, k, k)
+        return out.new_zeros(n, k, k)
     g = g.reshape(n, k)
     sign = (torch.arange(n, dtype=z.dtype) % 2) * 2 - 1
     rows, signed = [], []
@@ -216,9 +222,10 @@ def loss_curvature_root(out: torch.Tensor, target: Any, loss_fn) -> torch.Tensor
         return None                                    # cross-sample curvature: not per-sample
     a = (a + a.transpose(1, 2)) / 2
     evals, evecs = torch.linalg.eigh(a.double())
-    if float(evals.min()) < -1e-6 * max(float(evals.abs().max()), 1e-30):
+    tol = 1e-9 if z.dtype == torch.float64 else 1e-4
+    if float(evals.min()) < -tol * max(float(evals.abs().max()), 1e-30):
         return None
-    return (evecs * evals.clamp_min(0).sqrt().unsqueeze(1)).to(z.dtype)
+    return (evecs * evals.clamp_min(0).sqrt().unsqueeze(1)).to(out.dtype)
 
 
 class _Grad:

@@ -269,3 +269,20 @@ def test_default_estimator_agrees_with_pyhessian_total(digits):
     se = math.sqrt(totals.var(ddof=1) / probes + theirs.var(ddof=1) / probes)
     assert abs(totals.mean() - theirs.mean()) <= 4 * se
     assert totals.var() < theirs.var()
+
+
+def test_a_confident_trained_classifier_still_gets_the_exact_form(digits, digits_layers):
+    # The trained digits CNN (98.7 %) has a loss curvature of ~1e-5 in its logits: float32
+    # rounding alone once showed up as "negative eigenvalues" and sent it to the HVP path.
+    from autocomp.proxies.hessian import chosen_estimator, loss_curvature_root
+
+    model = digits.model()
+    names = [l.name for l in digits_layers]
+    assert chosen_estimator(model, digits.loss, digits.calib[0], names) == "ggn"
+    assert chosen_estimator(model, digits.loss, digits.calib[0], names, activations=True) == "ggn"
+    x, y = digits.calib[0]
+    root = loss_curvature_root(model(x), y, digits.loss)
+    # S S^T is the cross-entropy Hessian (diag(p) - p p^T) / N per sample, to float32 rounding
+    p = torch.softmax(model(x).detach().double(), -1)
+    exact = (torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)) / len(x)
+    assert torch.allclose((root.double() @ root.double().transpose(1, 2)), exact, atol=1e-9)

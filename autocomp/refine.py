@@ -220,7 +220,7 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
             seeds.append((p.policy_id, params))
     population = max(8, min(50, len(seeds)))
     ostudy = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True,
-                                 sampler=optuna.samplers.RandomSampler(seed=seed))   # never asked: see _plan
+                                 sampler=optuna.samplers.RandomSampler(seed=seed))   # never asked: see plan()
     if [d.name.lower() for d in ostudy.directions] != directions:
         raise AutocompError(f"Optuna study {name!r} has {len(ostudy.directions)} objectives, this budget "
                             f"{len(directions)}: refine under another --study name")
@@ -236,7 +236,10 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     # tool) are closed with what the store holds: autocomp itself only ever writes finished trials.
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("policy_id")
-        ostudy.tell(t.number, stored[pid]) if pid in stored else ostudy.tell(t.number, state=TrialState.FAIL)
+        if pid in stored:
+            ostudy.tell(t.number, stored[pid])
+        else:
+            ostudy.tell(t.number, state=TrialState.FAIL)
         result.recovered += 1
     hist = sorted((t for t in ostudy.get_trials(deepcopy=True) if t.state.is_finished()), key=lambda t: t.number)
     k = 1 + max((int(t.user_attrs.get("batch", -1)) for t in hist), default=-1)

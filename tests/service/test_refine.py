@@ -319,7 +319,7 @@ def test_refinement_interrupted_anywhere_resumes_to_the_uninterrupted_result(pha
     if phase == "evaluate":
         assert batches[1][0] not in calls[n0:] and resumed.recovered == 1   # the landed one is not redone
     if phase == "write":
-        assert calls[n0:] == [] or set(calls[n0:]).isdisjoint(batches[1])
+        assert set(calls[n0:]).isdisjoint(batches[1])             # batch 1 was evaluated before the stop
     assert _trials(b) == _trials(a)                                 # the same Optuna history, trial for trial
     assert _evals(b) == _evals(a)
     strip = lambda pts: [(p["policy_id"], p["accuracy"], p["size"], p["source"]) for p in pts]  # noqa: E731

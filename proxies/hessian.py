@@ -139,7 +139,8 @@ def _op_is_linear(node: Any, slots: set[int]) -> bool:
         return len(slots & set(_BILINEAR[name])) <= 1
     if name == "DivBackward":                      # x / c is linear in x only
         return slots <= {0}
-    if name == "NativeBatchNormBackward":          # eval mode: an affine map with fixed statistics
+    if name in ("NativeBatchNormBackward", "CudnnBatchNormBackward", "MiopenBatchNormBackward"):
+        # eval mode: an affine map with fixed statistics (unknown mode: not linear)
         return not bool(getattr(node, "_saved_training", True)) and len(slots & {0, 1}) <= 1
     return False
 

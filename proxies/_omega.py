@@ -10,8 +10,7 @@ from typing import Sequence
 
 from autocomp.policy import weight_of
 from autocomp.proxies._base import Sensitivity
-from autocomp.proxies.zero_cost import act_mse, act_stats_if_needed, choice_perturbations
-from autocomp.quant import is_float
+from autocomp.proxies.zero_cost import act_mse, omega_table
 
 
 def relative_omega(layers: Sequence, space, model, calib, scores: dict[str, float], proxy: str) -> Sensitivity:
@@ -21,20 +20,15 @@ def relative_omega(layers: Sequence, space, model, calib, scores: dict[str, floa
         >>> sens = relative_omega(layers, space, wl.model(), wl.calib, {"fc": 1.0}, "mine")  # doctest: +SKIP
     """
     mods = dict(model.named_modules())
-    choices = space.choices(layers)
-    stats = act_stats_if_needed(model, layers, calib, choices)
-    omega = {}
-    for l in layers:
-        n = l.name
-        w2 = float((weight_of(mods[n]).detach().float() ** 2).sum()) or 1.0
-        deltas = choice_perturbations(mods[n], choices[n])
-        row = {}
-        for c in choices[n]:
-            rel = float((deltas[c.key] ** 2).sum()) / w2
-            if not is_float(c.a_bits) and n in stats:
-                lo, hi, sample = stats[n]
-                x2 = float((sample.float() ** 2).mean()) if sample.numel() else 0.0
-                rel += act_mse(sample, lo, hi, int(c.a_bits)) / (x2 or 1.0)
-            row[c.key] = max(float(scores.get(n, 0.0)), 0.0) * rel
-        omega[n] = row
+    w2 = {l.name: float((weight_of(mods[l.name]).detach().float() ** 2).sum()) or 1.0 for l in layers}
+
+    def term(n, c, dw, act) -> float:
+        rel = float((dw ** 2).sum()) / w2[n]
+        if act is not None:
+            lo, hi, sample = act
+            x2 = float((sample.float() ** 2).mean()) if sample.numel() else 0.0
+            rel += act_mse(sample, lo, hi, int(c.a_bits)) / (x2 or 1.0)
+        return max(float(scores.get(n, 0.0)), 0.0) * rel
+
+    omega = omega_table(layers, space, model, calib, term)
     return Sensitivity(proxy, omega, {n: float(scores.get(n, 0.0)) for n in (l.name for l in layers)})

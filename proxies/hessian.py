@@ -42,8 +42,7 @@ from autocomp.errors import AutocompError
 from autocomp.policy import weight_of
 from autocomp.profile import _call
 from autocomp.proxies._base import Proxy, Sensitivity
-from autocomp.proxies.zero_cost import act_mse, act_stats_if_needed, choice_perturbations, needs_act_quant
-from autocomp.quant import is_float
+from autocomp.proxies.zero_cost import act_mse, needs_act_quant, omega_table
 
 ACT = "act:"  # prefix of the block holding a layer's input activation
 
@@ -417,22 +416,16 @@ def hawq_omega(layers, space, model, calib, traces: dict[str, float], proxy: str
                layer_scores: dict[str, float]) -> Sensitivity:
     """Omega = Tr(H_W)/n * ||C(W) - W||^2 (+ Tr(H_x) * MSE_act when activations are quantized)."""
     mods = dict(model.named_modules())
-    choices = space.choices(layers)
-    stats = act_stats_if_needed(model, layers, calib, choices)
-    omega = {}
-    for l in layers:
-        n = l.name
-        deltas = choice_perturbations(mods[n], choices[n])
-        per_w = traces.get(n, 0.0) / max(weight_of(mods[n]).numel(), 1)
-        row = {}
-        for c in choices[n]:
-            v = per_w * float((deltas[c.key] ** 2).sum())
-            if not is_float(c.a_bits) and ACT + n in traces:
-                lo, hi, sample = stats[n]
-                v += max(traces[ACT + n], 0.0) * act_mse(sample, lo, hi, int(c.a_bits))
-            row[c.key] = max(v, 0.0)
-        omega[n] = row
-    return Sensitivity(proxy, omega, layer_scores)
+    per_w = {l.name: traces.get(l.name, 0.0) / max(weight_of(mods[l.name]).numel(), 1) for l in layers}
+
+    def term(n, c, dw, act) -> float:
+        v = per_w[n] * float((dw ** 2).sum())
+        if act is not None and ACT + n in traces:
+            lo, hi, sample = act
+            v += max(traces[ACT + n], 0.0) * act_mse(sample, lo, hi, int(c.a_bits))
+        return max(v, 0.0)
+
+    return Sensitivity(proxy, omega_table(layers, space, model, calib, term), layer_scores)
 
 
 def _needs_act(layers, space) -> bool:

@@ -1,7 +1,7 @@
 """Zero-cost proxies that need at most one backward pass per calibration chunk."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -26,6 +26,25 @@ def needs_act_quant(choices: dict) -> bool:
 def act_stats_if_needed(model: torch.nn.Module, layers, calib, choices: dict) -> dict:
     """Calibration activation statistics, gathered only when activations can be quantized."""
     return activation_stats(model, [l.name for l in layers], calib) if needs_act_quant(choices) else {}
+
+
+def omega_table(layers, space, model: torch.nn.Module, calib, per_choice: Callable[..., float],
+                acts: bool = True) -> dict[str, dict[str, float]]:
+    """``omega[layer][choice key]`` from ``per_choice(name, choice, dW, act)`` for every allowed choice.
+
+    ``dW`` is the choice's weight perturbation C(W) - W; ``act`` is the layer input's calibration
+    statistics ``(lo, hi, sample)`` when the choice quantizes activations (and ``acts``), else None.
+    """
+    mods = dict(model.named_modules())
+    choices = space.choices(layers)
+    stats = act_stats_if_needed(model, layers, calib, choices) if acts else {}
+    out = {}
+    for l in layers:
+        n = l.name
+        deltas = choice_perturbations(mods[n], choices[n])
+        out[n] = {c.key: float(per_choice(n, c, deltas[c.key], None if is_float(c.a_bits) else stats.get(n)))
+                  for c in choices[n]}
+    return out
 
 
 def act_mse(sample: torch.Tensor, lo: float, hi: float, bits: int) -> float:
@@ -122,21 +141,13 @@ class FisherProxy(Proxy):
         names = [l.name for l in layers]
         fw, fx = fisher_diagonals(workload, names, chunk=int(self.options.get("chunk", 16)))
         model = workload.model()
-        mods = dict(model.named_modules())
-        stats = activation_stats(model, names, workload.calib)
-        choices = space.choices(layers)
-        omega, scores = {}, {}
-        for l in layers:
-            n = l.name
-            deltas = choice_perturbations(mods[n], choices[n])
-            lo, hi, sample = stats[n]
-            row = {}
-            for c in choices[n]:
-                w_term = float((fw[n] * deltas[c.key] ** 2).sum())
-                a_term = fx[n] * act_mse(sample, lo, hi, int(c.a_bits)) if not is_float(c.a_bits) else 0.0
-                row[c.key] = w_term + a_term
-            omega[n] = row
-            scores[n] = float(fw[n].mean())
+
+        def term(n, c, dw, act) -> float:
+            a_term = fx[n] * act_mse(act[2], act[0], act[1], int(c.a_bits)) if act is not None else 0.0
+            return float((fw[n] * dw ** 2).sum()) + a_term
+
+        omega = omega_table(layers, space, model, workload.calib, term)
+        scores = {n: float(fw[n].mean()) for n in names}
         return Sensitivity(self.name, omega, scores)
 
 
@@ -146,10 +157,6 @@ class QuantMSEProxy(Proxy):
     name = "quant_mse"
 
     def score(self, workload, layers, space) -> Sensitivity:
-        mods = dict(workload.model().named_modules())
-        choices = space.choices(layers)
-        omega = {}
-        for l in layers:
-            deltas = choice_perturbations(mods[l.name], choices[l.name])
-            omega[l.name] = {k: float((d ** 2).sum()) for k, d in deltas.items()}
+        omega = omega_table(layers, space, workload.model(), workload.calib,
+                            lambda n, c, dw, act: float((dw ** 2).sum()), acts=False)
         return Sensitivity(self.name, omega, {l.name: 1.0 for l in layers})

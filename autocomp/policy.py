@@ -16,7 +16,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -166,6 +166,34 @@ def _set_weight(module: torch.nn.Module, w: torch.Tensor) -> None:
         module.weight.copy_(w)
 
 
+def policy_modules(model: torch.nn.Module, policy: Policy) -> Iterator[tuple[str, Choice, torch.nn.Module]]:
+    """``(name, choice, module)`` for every layer of ``policy``; KeyError for one the model lacks."""
+    modules = dict(model.named_modules())
+    for name, choice in policy.layers:
+        if name not in modules:
+            raise KeyError(f"policy names layer {name!r} that the model does not have")
+        yield name, choice, modules[name]
+
+
+def input_range(act_ranges: Mapping[str, Mapping[int, tuple[float, float]]] | None, name: str,
+                choice: Choice) -> tuple[float, float] | None:
+    """The calibrated input range for ``choice``'s activation bits (None when the input stays float)."""
+    if is_float(choice.a_bits):
+        return None
+    if act_ranges is None or name not in act_ranges:
+        raise ValueError(f"activation ranges for layer {name!r} are needed to quantize its input")
+    ranges = act_ranges[name]
+    return ranges.get(int(choice.a_bits), ranges.get(max(ranges)))
+
+
+def compress_layer(module: torch.nn.Module, choice: Choice, rng: tuple[float, float] | None) -> None:
+    """Simulate ``choice`` on one layer in place: pruned / fake-quantized weight, fake-quantized input."""
+    if not is_float(choice.w_bits) or choice.prune > 0:
+        _set_weight(module, compress_weight(weight_of(module).detach(), choice.w_bits, choice.prune))
+    if rng is not None:
+        module.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
+
+
 def apply(
     model: torch.nn.Module,
     policy: Policy,
@@ -184,17 +212,6 @@ def apply(
         A deep copy with weights pruned and quantized, and input fake-quant hooks installed.
     """
     out = copy.deepcopy(model)
-    modules = dict(out.named_modules())
-    for name, choice in policy.layers:
-        if name not in modules:
-            raise KeyError(f"policy names layer {name!r} that the model does not have")
-        mod = modules[name]
-        if not is_float(choice.w_bits) or choice.prune > 0:
-            _set_weight(mod, compress_weight(weight_of(mod).detach(), choice.w_bits, choice.prune))
-        if not is_float(choice.a_bits):
-            if act_ranges is None or name not in act_ranges:
-                raise ValueError(f"activation ranges for layer {name!r} are needed to quantize its input")
-            ranges = act_ranges[name]
-            lo, hi = ranges.get(int(choice.a_bits), ranges.get(max(ranges)))
-            mod.register_forward_pre_hook(ActFakeQuant(lo, hi, int(choice.a_bits)))
+    for name, choice, mod in policy_modules(out, policy):
+        compress_layer(mod, choice, input_range(act_ranges, name, choice))
     return out

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from autocomp.kernels.packing import container_bits, pack, unpack
-from autocomp.policy import ActFakeQuant, Choice, Policy
+from autocomp.policy import Choice, Policy, compress_layer, input_range, policy_modules
 from autocomp.quant import act_qparams, fake_quant_act, is_float, prune_mask, quantize_weight_codes
 
 BACKENDS = ("auto", "triton_wq", "triton_w8a8", "cpu_int8", "reference")
@@ -259,43 +259,22 @@ def convert(model: torch.nn.Module, policy: Policy,
         >>> qmodel = convert(model, policy, ranges)          # doctest: +SKIP
     """
     out = copy.deepcopy(model)
-    mods = dict(out.named_modules())
-    for name, choice in policy.layers:
-        if name not in mods:
-            raise KeyError(f"policy names layer {name!r} that the model does not have")
-        mod = mods[name]
+    for name, choice, mod in policy_modules(out, policy):
         if is_float(choice.w_bits) and is_float(choice.a_bits) and choice.prune == 0:
             continue
-        rng = None
-        if not is_float(choice.a_bits):
-            if act_ranges is None or name not in act_ranges:
-                raise ValueError(f"activation ranges for layer {name!r} are needed to quantize its input")
-            r = act_ranges[name]
-            rng = r.get(int(choice.a_bits), r.get(max(r)))
+        rng = input_range(act_ranges, name, choice)
         if is_float(choice.w_bits):
-            _simulate(mod, choice, rng)  # float weights: no low-bit kernel to run
+            compress_layer(mod, choice, rng)  # float weights: no low-bit kernel to run
             continue
         if isinstance(mod, torch.nn.Conv2d):
             new = QuantConv2d.from_float(mod, choice, rng, group_size, backend)
         elif isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D":
             new = QuantLinear.from_float(mod, choice, rng, group_size, backend)
         else:
-            _simulate(mod, choice, rng)  # Conv1d: no kernel here
+            compress_layer(mod, choice, rng)  # Conv1d: no kernel here
             continue
         _replace(out, name, new)
     return out
-
-
-def _simulate(mod: torch.nn.Module, choice: Choice, rng: tuple[float, float] | None) -> None:
-    """Give a layer without a kernel the simulation's numerics, so the converted model still
-    computes the whole policy (pruned / fake-quantized weights, fake-quantized input)."""
-    from autocomp.policy import _set_weight, weight_of
-    from autocomp.quant import compress_weight
-
-    if not is_float(choice.w_bits) or choice.prune > 0:
-        _set_weight(mod, compress_weight(weight_of(mod).detach(), choice.w_bits, choice.prune))
-    if rng is not None:
-        mod.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
 
 
 def _replace(root: torch.nn.Module, name: str, new: torch.nn.Module) -> None:

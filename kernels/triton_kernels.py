@@ -27,6 +27,33 @@ except ModuleNotFoundError as e:  # pragma: no cover - exercised only without th
 
 
 @triton.jit
+def _weight_tile(w_ptr, s_ptr, k0, offs_k, k_ok, offs_n, n_ok, K, GROUP, stride_wk, stride_wn, stride_sg, stride_sn,
+                 BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The [BLOCK_K, BLOCK_N] weight tile from row ``k0`` as float signed codes (times their group
+    scales unless per channel; rows past K are zero).
+
+    Each packed word is loaded once ([BLOCK_K / PER, BLOCK_N]) and its PER codes fanned out along a
+    middle axis; row-major reshape puts code i of word j at k = j * PER + i.
+    """
+    PER: tl.constexpr = 32 // BITS
+    MASK: tl.constexpr = (1 << BITS) - 1
+    offs_w = k0 // PER + tl.arange(0, BLOCK_K // PER)
+    words = tl.load(w_ptr + offs_w[:, None] * stride_wk + offs_n[None, :] * stride_wn,
+                    mask=(offs_w[:, None] < tl.cdiv(K, PER)) & n_ok[None, :], other=0)
+    u = (words[:, None, :] >> (tl.arange(0, PER) * BITS)[None, :, None]) & MASK
+    u = tl.reshape(u, (BLOCK_K, BLOCK_N))
+    if BITS == 1:
+        q = (2 * u - 1).to(tl.float32)
+    else:
+        q = (u - (1 << (BITS - 1))).to(tl.float32)
+    q = tl.where(k_ok[:, None], q, 0.0)
+    if not PER_CHANNEL:
+        q = q * tl.load(s_ptr + (offs_k // GROUP)[:, None] * stride_sg + offs_n[None, :] * stride_sn,
+                        mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+    return q
+
+
+@triton.jit
 def _wq_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, GROUP,
                stride_xm, stride_xk, stride_wk, stride_wn, stride_sg, stride_sn, stride_ym, stride_yn,
                BITS: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -34,34 +61,18 @@ def _wq_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, GROUP,
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
-    PER: tl.constexpr = 32 // BITS
-    MASK: tl.constexpr = (1 << BITS) - 1
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_iters = tl.cdiv(K, BLOCK_K * SPLIT_K)
     for it in range(0, k_iters):
-        offs_k = (it * SPLIT_K + pid_k) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k0 = (it * SPLIT_K + pid_k) * BLOCK_K
+        offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
                     mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
-        # Load each packed word once ([BLOCK_K / PER, BLOCK_N]) and fan its PER codes out along
-        # a middle axis; row-major reshape puts code i of word j at k = j * PER + i.
-        offs_w = (it * SPLIT_K + pid_k) * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
-        words = tl.load(w_ptr + offs_w[:, None] * stride_wk + offs_n[None, :] * stride_wn,
-                        mask=(offs_w[:, None] < tl.cdiv(K, PER)) & (offs_n[None, :] < N), other=0)
-        shifts = tl.arange(0, PER) * BITS
-        u = (words[:, None, :] >> shifts[None, :, None]) & MASK
-        u = tl.reshape(u, (BLOCK_K, BLOCK_N))
-        if BITS == 1:
-            q = (2 * u - 1).to(tl.float32)
-        else:
-            q = (u - (1 << (BITS - 1))).to(tl.float32)
-        q = tl.where(k_ok[:, None], q, 0.0)
-        if not PER_CHANNEL:
-            s = tl.load(s_ptr + (offs_k // GROUP)[:, None] * stride_sg + offs_n[None, :] * stride_sn,
-                        mask=k_ok[:, None] & (offs_n[None, :] < N), other=0.0)
-            q = q * s
+        q = _weight_tile(w_ptr, s_ptr, k0, offs_k, k_ok, offs_n, offs_n < N, K, GROUP, stride_wk, stride_wn,
+                         stride_sg, stride_sn, BITS, PER_CHANNEL, BLOCK_K, BLOCK_N)
         acc += tl.dot(x.to(tl.float16), q.to(tl.float16))
     if PER_CHANNEL:
         s = tl.load(s_ptr + offs_n * stride_sn, mask=offs_n < N, other=0.0)
@@ -88,8 +99,6 @@ def _wq_gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, N, K, GROUP,
     row = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
-    PER: tl.constexpr = 32 // BITS
-    MASK: tl.constexpr = (1 << BITS) - 1
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
@@ -98,19 +107,8 @@ def _wq_gemv_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, N, K, GROUP,
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
         x = tl.load(x_ptr + row * stride_xm + offs_k * stride_xk, mask=k_ok, other=0.0).to(tl.float32)
-        offs_w = k0 // PER + tl.arange(0, BLOCK_K // PER)
-        words = tl.load(w_ptr + offs_w[:, None] * stride_wk + offs_n[None, :] * stride_wn,
-                        mask=(offs_w[:, None] < tl.cdiv(K, PER)) & n_ok[None, :], other=0)
-        u = (words[:, None, :] >> (tl.arange(0, PER) * BITS)[None, :, None]) & MASK
-        u = tl.reshape(u, (BLOCK_K, BLOCK_N))
-        if BITS == 1:
-            q = (2 * u - 1).to(tl.float32)
-        else:
-            q = (u - (1 << (BITS - 1))).to(tl.float32)
-        q = tl.where(k_ok[:, None], q, 0.0)
-        if not PER_CHANNEL:
-            q = q * tl.load(s_ptr + (offs_k // GROUP)[:, None] * stride_sg + offs_n[None, :] * stride_sn,
-                            mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        q = _weight_tile(w_ptr, s_ptr, k0, offs_k, k_ok, offs_n, n_ok, K, GROUP, stride_wk, stride_wn,
+                         stride_sg, stride_sn, BITS, PER_CHANNEL, BLOCK_K, BLOCK_N)
         acc += tl.sum(x[:, None] * q, axis=0)
     if PER_CHANNEL:
         acc = acc * tl.load(s_ptr + offs_n * stride_sn, mask=n_ok, other=0.0)

@@ -328,11 +328,10 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     try:
         while refined(hist) + result.failed < n:
             mem, batch, asked = plan(k, n - refined(hist) - result.failed)
-            for t in asked:
-                if t.user_attrs.get("role") == "refine":
-                    store.save_policy(study, ps.policy_of(t.params), SOURCE, f"optuna trial {t.number}",
-                                      cm.costs(ps.policy_of(t.params), ("size", "bitops", "avg_bits")),
-                                      {"optuna_study": name, "trial": t.number, "sampler": sampler})
+            for t, pol in zip([t for t in asked if t.user_attrs.get("role") == "refine"], batch):
+                store.save_policy(study, pol, SOURCE, f"optuna trial {t.number}",
+                                  cm.costs(pol, ("size", "bitops", "avg_bits")),
+                                  {"optuna_study": name, "trial": t.number, "sampler": sampler})
             # Evaluations stored by an interrupted run of this batch are not redone.
             todo = [p for p in batch if p.id not in stored]
             result.recovered += len(batch) - len(todo)

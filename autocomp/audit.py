@@ -97,22 +97,33 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
     from autocomp.profile import model_param_count, profile_model
     from autocomp.proxies import get_proxy, list_proxies
     from autocomp.search_spaces import load_space
+    from autocomp.metrics import get_quality_metric
+    from autocomp.stages import check_data, evaluate
     from autocomp.workers.proxy_tasks import score_on_ray
-    from autocomp.workers.ptq import evaluate_on_ray
     from autocomp.workers.session import ensure_ray
-    from autocomp.workload import load_workload
+    from autocomp.store.repository import check_study_name
+    from autocomp.workload import load_workload, validate_workload
 
     stages = stages or Stages()
+    check_study_name(study_name)
+    if cfg.samples < 2:
+        raise AutocompError("--samples must be at least 2 (a rank correlation needs two policies)")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise AutocompError("--workers must be at least 1")
+    existing = store.get_study(study_name, missing_ok=True)
+    if existing is not None and existing.config.get("kind") != "audit":
+        # an audit's sampled policies must never join a search study's front
+        raise AutocompError(f"study {study_name!r} is a search study, not an audit: pass another --study")
     proxies = list(cfg.proxies) or [p for p in list_proxies() if p != "auto"]
-    for p in proxies:
-        get_proxy(p)
+    for p in proxies:  # unknown names and bad options fail before any work
+        get_proxy(p, **cfg.options.get(p, {}))
     space = load_space(cfg.space)
-    if cfg.data not in ("real", "distilled"):
-        raise AutocompError(f"unknown --data {cfg.data!r}: choose from real, distilled")
+    check_data(cfg.data)
     with stages.stage("load model", 1) as tick:
         wl = load_workload(cfg.model)
-        model = wl.model()
+        model = validate_workload(wl)
         layers = profile_model(model, wl.sample_input())
+        space.check_layers(layers)
         tick()
     cm = CostModel(layers, total_params=model_param_count(model))
     study, _ = store.open_study(study_name, {"model": cfg.model, "kind": "audit", "audit": cfg.to_dict()})
@@ -125,20 +136,16 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
     names = [l.name for l in layers]
     fp32 = Policy.uniform(names, Choice(32, 32, 0.0))
     policies = sample_policies(layers, space, cfg.samples, cfg.seed)
-    costs = {p.id: cm.costs(p, ("size", "bitops", "avg_bits")) for p in [fp32, *policies]}
     for p in [fp32, *policies]:
         store.save_policy(study, p, "fp32" if p is fp32 else "audit", "fp32" if p is fp32 else "audit sample",
-                          costs[p.id])
-    done = store.evaluated_ids(study)
-    pending = [p for p in [fp32, *policies] if p.id not in done]
-    with stages.stage("evaluate", len(pending)) as tick:
-        def on_result(res: dict) -> None:
-            store.save_evaluation(study, res["policy_id"], {**res, **costs[res["policy_id"]]})
-            tick()
-
-        evaluate_on_ray(cfg.model, pending, on_result, workers=cfg.workers)
-    acc = {e.policy_id: e.accuracy for e in store.list_evaluations(study)}
-    drops = [acc[fp32.id] - acc[p.id] for p in policies]
+                          cm.costs(p))
+    todo = [fp32, *policies]
+    with stages.stage("evaluate", len(todo) - len(store.evaluated_ids(study) & {p.id for p in todo})) as tick:
+        evaluate(store, study, cfg.model, cm, todo, "ptq", workers=cfg.workers, on_progress=tick)
+    quality = {e.policy_id: e.quality for e in store.list_evaluations(study)}
+    # The drop is the degradation against fp32 in the metric's own direction (perplexity up is worse).
+    sign = 1.0 if get_quality_metric(wl.quality).higher_is_better else -1.0
+    drops = [sign * (quality[fp32.id] - quality[p.id]) for p in policies]
 
     rows = []
     for name in proxies:

@@ -1,6 +1,7 @@
-"""Budgets and the cost model.
+"""Budgets, their resolution to absolute limits, and the cost model.
 
-A budget is a comma-separated list of constraints, each ``METRIC<=VALUE[UNIT]``:
+A budget is a comma-separated list of constraints, each ``METRIC<=VALUE[UNIT]`` on a registered
+cost metric (:mod:`autocomp.costs`):
 
 - ``size<=25%`` (of the fp32 model), ``size<=1.5MB`` / ``size<=300KB`` / ``size<=12000B``
 - ``bitops<=30%`` (of fp32 x fp32 BitOps), ``bitops<=2.5G`` (absolute, K/M/G/T suffixes)
@@ -8,26 +9,34 @@ A budget is a comma-separated list of constraints, each ``METRIC<=VALUE[UNIT]``:
   pruned weights counted as 0 bits)
 - ``latency<=70%`` / ``latency<=1.2ms`` (needs a latency table, see ``autocomp profile-latency``)
 
+A budget resolves once, against a :class:`CostModel`, to :class:`Limits`: an absolute bound per
+metric, which is all an allocator sees.
+
 Example:
-    >>> from autocomp.budget import parse_budget
-    >>> parse_budget("size<=25%,avg_bits<=4").describe()
+    >>> from autocomp.budget import CostModel, parse_budget
+    >>> from autocomp.profile import LayerInfo
+    >>> budget = parse_budget("size<=25%,avg_bits<=4")
+    >>> budget.describe()
     'size<=25%, avg_bits<=4'
+    >>> cm = CostModel([LayerInfo("fc", "Linear", (10, 100), 1000, 0, 1000, (100,), (10,), 0)])
+    >>> budget.resolve(cm).as_dict()
+    {'size': 1000.0, 'avg_bits': 4.0}
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
+
+from autocomp.costs import CostContext, cost_metric_names, get_cost_metric, reported_metrics
 from autocomp.errors import BudgetError
-from autocomp.policy import Choice, Policy
+from autocomp.policy import FLOAT_CHOICE, Choice, Policy
 from autocomp.profile import LayerInfo
+from autocomp.values import check_version
 
-METRICS = ("size", "bitops", "avg_bits", "latency")
-FLOAT_BITS = 32
-_SIZE_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-_COUNT_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+BUDGET_VERSION = 1
 _RE = re.compile(r"^\s*([a-z_]+)\s*(<=|<)\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z%]*)\s*$", re.I)
 
 
@@ -45,6 +54,7 @@ class Constraint:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Constraint":
+        check_version("Constraint", d, BUDGET_VERSION)
         return cls(d["metric"], float(d["value"]), bool(d.get("relative", False)), d.get("text", ""))
 
     def limit(self, ref: "CostModel") -> float:
@@ -56,15 +66,81 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """One resolved constraint: ``metric`` at most ``bound`` (absolute units)."""
+
+    metric: str
+    bound: float
+    constraint: Constraint
+
+    @property
+    def text(self) -> str:
+        """The constraint as the user wrote it (for messages)."""
+        return self.constraint.describe()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A budget resolved to absolute bounds, in constraint order (the first is the sweep's).
+
+    Example:
+        >>> lim = Limits((Limit("size", 2000.0, Constraint("size", 0.25, True, "size<=25%")),))
+        >>> lim["size"], lim.with_limit("size", 1500.0).describe()
+        (2000.0, 'size<=1.50KB')
+    """
+
+    limits: tuple[Limit, ...]
+
+    def __getitem__(self, metric: str) -> float:
+        for l in self.limits:
+            if l.metric == metric:
+                return l.bound
+        raise KeyError(metric)
+
+    def __iter__(self) -> Iterator[Limit]:
+        return iter(self.limits)
+
+    def __len__(self) -> int:
+        return len(self.limits)
+
+    @property
+    def metrics(self) -> list[str]:
+        return [l.metric for l in self.limits]
+
+    @property
+    def primary(self) -> Limit:
+        return self.limits[0]
+
+    def as_dict(self) -> dict[str, float]:
+        return {l.metric: l.bound for l in self.limits}
+
+    @property
+    def budget(self) -> "Budget":
+        """The constraints these limits came from (what a study stores with a policy)."""
+        return Budget(tuple(l.constraint for l in self.limits))
+
+    def describe(self) -> str:
+        return ", ".join(l.text for l in self.limits)
+
+    def with_limit(self, metric: str, bound: float) -> "Limits":
+        """A copy whose bound on ``metric`` is ``bound`` (absolute), moved first; the others keep
+        their order."""
+        text = f"{metric}<={get_cost_metric(metric).format(bound)}"
+        first = Limit(metric, bound, Constraint(metric, bound, False, text))
+        return Limits((first, *(l for l in self.limits if l.metric != metric)))
+
+
+@dataclass(frozen=True)
 class Budget:
     constraints: tuple[Constraint, ...]
-    version: int = 1
+    version: int = BUDGET_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "constraints": [c.to_dict() for c in self.constraints]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Budget":
+        check_version("Budget", d, BUDGET_VERSION)
         return cls(tuple(Constraint.from_dict(c) for c in d["constraints"]))
 
     def describe(self) -> str:
@@ -74,11 +150,9 @@ class Budget:
     def metrics(self) -> list[str]:
         return [c.metric for c in self.constraints]
 
-    def with_limit(self, metric: str, limit_abs: float, ref: "CostModel") -> "Budget":
-        """A copy whose constraint on ``metric`` is replaced by an absolute ``limit_abs``."""
-        out = [c for c in self.constraints if c.metric != metric]
-        out.insert(0, Constraint(metric, limit_abs, False, f"{metric}<={ref.format(metric, limit_abs)}"))
-        return Budget(tuple(out))
+    def resolve(self, cost_model: "CostModel") -> Limits:
+        """Every constraint as an absolute bound on ``cost_model``'s model."""
+        return Limits(tuple(Limit(c.metric, c.limit(cost_model), c) for c in self.constraints))
 
 
 def parse_budget(text: str) -> Budget:
@@ -91,32 +165,17 @@ def parse_budget(text: str) -> Budget:
         if not m:
             raise BudgetError(f"malformed budget term {part.strip()!r}: expected METRIC<=VALUE[UNIT], e.g. size<=25% or size<=1.5MB")
         metric, _, num, unit = m.groups()
-        metric, unit, value = metric.lower(), unit.lower(), float(num)
-        if metric not in METRICS:
-            raise BudgetError(f"unknown budget metric {metric!r} in {part.strip()!r}: use one of {', '.join(METRICS)}")
+        metric, unit, value, term = metric.lower(), unit.lower(), float(num), part.strip()
+        if metric not in cost_metric_names():
+            raise BudgetError(f"unknown budget metric {metric!r} in {term!r}: use one of {', '.join(cost_metric_names())}")
         if value <= 0:
-            raise BudgetError(f"budget term {part.strip()!r}: the bound must be positive")
+            raise BudgetError(f"budget term {term!r}: the bound must be positive")
         if unit == "%":
             if value > 100:
-                raise BudgetError(f"budget term {part.strip()!r}: a relative bound is at most 100%")
-            out.append(Constraint(metric, value / 100.0, True, part.strip()))
-            continue
-        if metric == "size":
-            if unit not in _SIZE_UNITS:
-                raise BudgetError(f"budget term {part.strip()!r}: size takes %, B, KB, MB, GB, KiB, MiB or GiB")
-            out.append(Constraint(metric, value * _SIZE_UNITS[unit], False, part.strip()))
-        elif metric == "bitops":
-            if unit not in _COUNT_UNITS:
-                raise BudgetError(f"budget term {part.strip()!r}: bitops takes %, or a count with K/M/G/T")
-            out.append(Constraint(metric, value * _COUNT_UNITS[unit], False, part.strip()))
-        elif metric == "avg_bits":
-            if unit not in ("", "b", "bits"):
-                raise BudgetError(f"budget term {part.strip()!r}: avg_bits takes a plain number of bits")
-            out.append(Constraint(metric, value, False, part.strip()))
-        else:  # latency
-            if unit not in _TIME_UNITS:
-                raise BudgetError(f"budget term {part.strip()!r}: latency takes %, s, ms or us")
-            out.append(Constraint(metric, value * _TIME_UNITS[unit], False, part.strip()))
+                raise BudgetError(f"budget term {term!r}: a relative bound is at most 100%")
+            out.append(Constraint(metric, value / 100.0, True, term))
+        else:
+            out.append(Constraint(metric, get_cost_metric(metric).parse(value, unit, term), False, term))
     seen = set()
     for c in out:
         if c.metric in seen:
@@ -126,83 +185,80 @@ def parse_budget(text: str) -> Budget:
 
 
 class CostModel:
-    """Costs of a policy on a profiled model.
+    """Costs of a policy on a profiled model, for every registered cost metric.
 
-    size: bytes = quantizable weights at their bits (pruned weights dropped; sparse-index overhead
-    is not counted) + every other parameter (biases, norms, embeddings) in fp32.
-    bitops: sum over layers of MACs x (1 - prune) x w_bits x a_bits (float = 32 bits).
-    avg_bits: parameter-weighted mean of w_bits x (1 - prune) over the quantizable layers.
-    latency: sum of per-layer latencies from a table ``{layer: {choice_key: seconds}}``.
+    Args:
+        layers: the profiled quantizable layers.
+        total_params: every parameter of the model (default: the layers' weights and biases).
+        latency_table: ``{layer: {choice_key: seconds}}`` for the ``latency`` metric.
+        inputs: further measured inputs a registered metric ``needs``, by name.
     """
 
     def __init__(self, layers: Sequence[LayerInfo], total_params: int | None = None,
-                 latency_table: Mapping[str, Mapping[str, float]] | None = None):
+                 latency_table: Mapping[str, Mapping[str, float]] | None = None,
+                 inputs: Mapping[str, Any] | None = None):
         self.layers = list(layers)
         self.qparams = sum(l.params for l in self.layers)
         self.total_params = int(total_params if total_params is not None else
                                 self.qparams + sum(l.bias_params for l in self.layers))
         self.other_params = self.total_params - self.qparams
         self.latency_table = latency_table
-        self._fp = Choice(FLOAT_BITS, FLOAT_BITS, 0.0)
+        extra = {**(inputs or {}), **({"latency_table": latency_table} if latency_table is not None else {})}
+        self.ctx = CostContext(tuple(self.layers), self.qparams, self.other_params, extra)
+
+    @property
+    def metrics(self) -> list[str]:
+        """The reported metrics this model has the inputs for (what a study stores per policy)."""
+        return [m.name for m in reported_metrics() if m.available(self.ctx)]
 
     # ---- per layer -------------------------------------------------------------------------
     def layer_cost(self, metric: str, layer: LayerInfo, choice: Choice) -> float:
         """Contribution of one layer's choice to ``metric`` (before any constant offset)."""
-        if metric == "size":
-            return layer.params * choice.effective_w_bits / 8.0
-        if metric == "bitops":
-            return layer.macs * (1.0 - choice.prune) * float(choice.w_bits) * float(choice.a_bits)
-        if metric == "avg_bits":
-            return layer.params * choice.effective_w_bits / max(self.qparams, 1)
-        if metric == "latency":
-            if not self.latency_table:
-                raise BudgetError("a latency budget needs a latency table: run `autocomp profile-latency` first")
-            row = self.latency_table.get(layer.name, {})
-            if choice.key not in row:
-                raise BudgetError(f"latency table has no entry for layer {layer.name!r} choice {choice.key}")
-            return float(row[choice.key])
-        raise BudgetError(f"unknown metric {metric!r}")
+        return get_cost_metric(metric).layer_cost(layer, choice, self.ctx)
+
+    def layer_costs(self, metric: str, layer: LayerInfo, choices: Sequence[Choice]) -> np.ndarray:
+        """:meth:`layer_cost` for every one of ``choices`` at once."""
+        return get_cost_metric(metric).layer_costs(layer, choices, self.ctx)
 
     def offset(self, metric: str) -> float:
-        """The part of ``metric`` no choice changes (fp32 non-quantizable parameters)."""
-        return self.other_params * 4.0 if metric == "size" else 0.0
+        """The part of ``metric`` no choice changes (e.g. fp32 non-quantizable parameters)."""
+        return get_cost_metric(metric).offset(self.ctx)
 
     # ---- whole policy ----------------------------------------------------------------------
     def cost(self, metric: str, policy: Policy) -> float:
-        ch = policy.as_dict()
-        return self.offset(metric) + sum(self.layer_cost(metric, l, ch.get(l.name, self._fp)) for l in self.layers)
+        m, ch = get_cost_metric(metric), policy.as_dict()
+        return m.offset(self.ctx) + sum(m.layer_cost(l, ch.get(l.name, FLOAT_CHOICE), self.ctx) for l in self.layers)
 
-    def costs(self, policy: Policy, metrics: Sequence[str] = ("size", "bitops", "avg_bits")) -> dict[str, float]:
-        out = {m: self.cost(m, policy) for m in metrics if m != "latency" or self.latency_table}
-        return out
+    def costs(self, policy: Policy, metrics: Sequence[str] | None = None) -> dict[str, float]:
+        """``metric -> cost`` for ``metrics`` (default :attr:`metrics`); metrics whose inputs
+        this model lacks are left out."""
+        names = self.metrics if metrics is None else [m for m in metrics if get_cost_metric(m).available(self.ctx)]
+        return {m: self.cost(m, policy) for m in names}
 
     def fp32(self, metric: str) -> float:
         """Cost of the uncompressed model (the reference for relative budgets)."""
-        return self.offset(metric) + sum(self.layer_cost(metric, l, self._fp) for l in self.layers)
+        return get_cost_metric(metric).fp32(self.ctx)
 
-    def satisfies(self, policy: Policy, budget: Budget, tol: float = 1e-9) -> bool:
+    def satisfies(self, policy: Policy, budget: Budget | Limits, tol: float = 1e-9) -> bool:
         return not self.violations(policy, budget, tol)
 
-    def violations(self, policy: Policy, budget: Budget, tol: float = 1e-9) -> list[str]:
+    def violations(self, policy: Policy, budget: Budget | Limits, tol: float = 1e-9) -> list[str]:
         """Constraints the policy breaks, as readable strings (empty when it fits)."""
+        limits = budget.resolve(self) if isinstance(budget, Budget) else budget
         bad = []
-        for c in budget.constraints:
-            v, lim = self.cost(c.metric, policy), c.limit(self)
-            if v > lim * (1 + tol) + tol:
-                bad.append(f"{c.metric}={self.format(c.metric, v)} > {self.format(c.metric, lim)}")
+        for l in limits:
+            v = self.cost(l.metric, policy)
+            if v > l.bound * (1 + tol) + tol:
+                bad.append(f"{l.metric}={self.format(l.metric, v)} > {self.format(l.metric, l.bound)}")
         return bad
 
     def format(self, metric: str, value: float) -> str:
         """Human units: size in KB/MB, bitops in G, avg_bits in bits, latency in ms."""
-        if metric == "size":
-            return f"{value / 1e6:.3f}MB" if value >= 1e6 else f"{value / 1e3:.2f}KB"
-        if metric == "bitops":
-            return f"{value / 1e9:.4g}G"
-        if metric == "avg_bits":
-            return f"{value:.3f}"
-        if metric == "latency":
-            return f"{value * 1e3:.4g}ms"
-        return f"{value:g}"
+        return get_cost_metric(metric).format(value)
+
+    def describe(self, metric: str, value: float) -> str:
+        """``value`` for a message, with its share of fp32 where that means something."""
+        return get_cost_metric(metric).describe(value, self.fp32(metric))
 
     def relative(self, metric: str, value: float) -> float:
         ref = self.fp32(metric)

@@ -5,7 +5,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from autocomp.profile import _call
+from autocomp.modules import call_model, capture_inputs
 from autocomp.quant import choose_act_range, is_float
 
 _SAMPLE = 16384  # values kept per layer for the MSE clip search
@@ -14,32 +14,24 @@ _SAMPLE = 16384  # values kept per layer for the MSE clip search
 def activation_stats(model: torch.nn.Module, names: Iterable[str], batches: Sequence[tuple[Any, Any]],
                      seed: int = 0) -> dict[str, tuple[float, float, torch.Tensor]]:
     """Min, max and a random sample of each named layer's input over the calibration batches."""
-    names = list(names)
-    mods = dict(model.named_modules())
-    stats: dict[str, list] = {n: [float("inf"), float("-inf"), []] for n in names}
     g = torch.Generator().manual_seed(seed)
+    per_call = _SAMPLE // max(len(batches), 1) + 1
 
-    def hook_for(n: str):
-        def hook(mod, args):
-            x = args[0].detach().float()
-            s = stats[n]
-            s[0] = min(s[0], float(x.min()))
-            s[1] = max(s[1], float(x.max()))
-            flat = x.flatten()
-            k = min(flat.numel(), _SAMPLE // max(len(batches), 1) + 1)
-            s[2].append(flat[torch.randint(flat.numel(), (k,), generator=g)])
-        return hook
+    def summary(x: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        # Reduced as the model runs: keeping every input would hold whole activations in memory.
+        x = x.float()
+        flat = x.flatten()
+        k = min(flat.numel(), per_call)
+        return float(x.min()), float(x.max()), flat[torch.randint(flat.numel(), (k,), generator=g)]
 
-    handles = [mods[n].register_forward_pre_hook(hook_for(n)) for n in names]
-    try:
-        model.eval()
-        with torch.no_grad():
-            for x, _ in batches:
-                _call(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: (s[0], s[1], torch.cat(s[2]) if s[2] else torch.zeros(0)) for n, s in stats.items()}
+    model.eval()
+    with capture_inputs(model, names, transform=summary) as seen, torch.no_grad():
+        for x, _ in batches:
+            call_model(model, x)
+    inf = float("inf")
+    # A layer never called keeps (inf, -inf): activation_ranges reads that as "never called".
+    return {n: (min([inf, *(c[0] for c in calls)]), max([-inf, *(c[1] for c in calls)]),
+                torch.cat([c[2] for c in calls]) if calls else torch.zeros(0)) for n, calls in seen.items()}
 
 
 def activation_ranges(stats: dict[str, tuple[float, float, torch.Tensor]],

@@ -34,3 +34,7 @@ class SearchSpaceError(AutocompError):
 
 class StoreError(AutocompError):
     """The study database cannot be opened, written, or does not hold what was asked for."""
+
+
+class VersionError(AutocompError, ValueError):
+    """A serialised value (policy, budget, metrics ...) of a version this autocomp cannot read."""

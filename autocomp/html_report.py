@@ -16,9 +16,10 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
+from autocomp.costs import reported_metrics
 from autocomp.errors import AutocompError
 from autocomp.policy import Policy
-from autocomp.report import front
+from autocomp.report import front, quality_metric
 from autocomp.store import Store
 
 _CSS = """
@@ -45,19 +46,23 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def front_rows(points: Sequence[dict], fp32: dict) -> list[dict[str, str]]:
-    """The front table's rows as display strings (shared with ``studies compare``)."""
+    """The front table's rows as display strings (shared with ``studies compare``): the quality
+    under its metric's name, then each reported cost metric (as % of fp32 where the metric is
+    shown so, else in its units)."""
+    name = quality_metric(points).name
     out = []
     for p in points:
-        out.append({
-            "policy": p["policy_id"],
-            "kind": ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front",
-            "source": p["source"],
-            "accuracy": f"{p['accuracy']:.4f}",
-            "size %": _fmt(100 * p["size"] / fp32["size"] if fp32.get("size") and p.get("size") is not None else None, ".1f"),
-            "BitOps %": _fmt(100 * p["bitops"] / fp32["bitops"] if fp32.get("bitops") and p.get("bitops") is not None else None, ".1f"),
-            "avg bits": _fmt(p.get("avg_bits"), ".2f"),
-            "label": p.get("label", ""),
-        })
+        row = {"policy": p["policy_id"],
+               "kind": ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front",
+               "source": p["source"], name: f"{p['quality']:.4f}"}
+        for m in reported_metrics():
+            v = p.get(m.name)
+            if m.percent:
+                row[f"{m.column} %"] = _fmt(100 * v / fp32[m.name] if fp32.get(m.name) and v is not None else None, ".1f")
+            else:
+                row[m.column] = "-" if v is None else m.format(v)
+        row["label"] = p.get("label", "")
+        out.append(row)
     return out
 
 
@@ -102,7 +107,7 @@ def _layer_map(store: Store, st: Any, points: Sequence[dict]) -> str:
     e = html.escape
     layers = [l.name for l in store.load_layers(st)]
     out = ["<h2>Per-layer bits and pruning of the front policies</h2><table class='map'><tr><th>policy</th>"
-           "<th>accuracy</th>" + "".join(f"<th>{e(n)}</th>" for n in layers) + "</tr>"]
+           f"<th>{e(quality_metric(points).name)}</th>" + "".join(f"<th>{e(n)}</th>" for n in layers) + "</tr>"]
     for p in points:
         pol = Policy.from_dict(store.get_policy(st, p["policy_id"]).policy).as_dict()
         cells = []
@@ -115,7 +120,7 @@ def _layer_map(store: Store, st: Any, points: Sequence[dict]) -> str:
             if c.prune:
                 txt += f"<br>p{c.prune:g}"
             cells.append(f"<td style='background:{_bits_colour(c.w_bits)}'>{txt}</td>")
-        out.append(f"<tr><td>{e(p['policy_id'])}</td><td>{p['accuracy']:.4f}</td>{''.join(cells)}</tr>")
+        out.append(f"<tr><td>{e(p['policy_id'])}</td><td>{p['quality']:.4f}</td>{''.join(cells)}</tr>")
     out.append("</table>")
     return "\n".join(out)
 

@@ -5,7 +5,7 @@ Example:
     >>> import torch
     >>> from autocomp.policy import Choice, Policy, apply
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    >>> policy = Policy.from_choices({"0": Choice(w_bits=4, a_bits=8, prune=0.5)})
+    >>> policy = Policy.from_choices({"0": Choice(w_bits=4, a_bits=32, prune=0.5)})   # weight-only
     >>> small = apply(model, policy)          # a compressed copy; ``model`` is untouched
     >>> int((small[0].weight == 0).sum())
     8
@@ -20,9 +20,12 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
+from autocomp.modules import set_weight, weight_of
 from autocomp.quant import FLOAT_BITS, compress_weight, fake_quant_act, is_float
+from autocomp.values import check_version
 
 POLICY_VERSION = 1
+CHOICE_VERSION = 1
 
 
 @dataclass(frozen=True, order=True)
@@ -38,7 +41,7 @@ class Choice:
     w_bits: float = 8
     a_bits: int = 8
     prune: float = 0.0
-    version: int = field(default=1, compare=False)
+    version: int = field(default=CHOICE_VERSION, compare=False)
 
     @property
     def key(self) -> str:
@@ -63,6 +66,7 @@ class Choice:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Choice":
+        check_version("Choice", d, CHOICE_VERSION)
         w = float(d["w_bits"])
         return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(d.get("a_bits", 8)),
                    prune=float(d.get("prune", 0.0)))
@@ -119,9 +123,7 @@ class Policy:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Policy":
-        version = int(d.get("version", POLICY_VERSION))
-        if version > POLICY_VERSION:
-            raise ValueError(f"policy version {version} is newer than this autocomp ({POLICY_VERSION})")
+        check_version("Policy", d, POLICY_VERSION)
         layers = d.get("layers")
         if not isinstance(layers, list):
             raise ValueError("policy JSON has no 'layers' list")
@@ -153,19 +155,6 @@ class ActFakeQuant:
         return (fake_quant_act(x, self.lo, self.hi, self.bits),) + tuple(args[1:])
 
 
-def weight_of(module: torch.nn.Module) -> torch.Tensor:
-    """The weight with output channels on dim 0 (transformers' Conv1D stores it transposed)."""
-    w = module.weight
-    return w.t() if type(module).__name__ == "Conv1D" else w
-
-
-def _set_weight(module: torch.nn.Module, w: torch.Tensor) -> None:
-    if type(module).__name__ == "Conv1D":
-        w = w.t()
-    with torch.no_grad():
-        module.weight.copy_(w)
-
-
 def policy_modules(model: torch.nn.Module, policy: Policy) -> Iterator[tuple[str, Choice, torch.nn.Module]]:
     """``(name, choice, module)`` for every layer of ``policy``; KeyError for one the model lacks."""
     modules = dict(model.named_modules())
@@ -186,12 +175,19 @@ def input_range(act_ranges: Mapping[str, Mapping[int, tuple[float, float]]] | No
     return ranges.get(int(choice.a_bits), ranges.get(max(ranges)))
 
 
-def compress_layer(module: torch.nn.Module, choice: Choice, rng: tuple[float, float] | None) -> None:
-    """Simulate ``choice`` on one layer in place: pruned / fake-quantized weight, fake-quantized input."""
+def compress_layer(module: torch.nn.Module, choice: Choice,
+                   rng: tuple[float, float] | None) -> torch.utils.hooks.RemovableHandle | None:
+    """Simulate ``choice`` on one layer in place: pruned / fake-quantized weight, fake-quantized input.
+
+    Returns:
+        The input fake-quant hook's handle (None when the input stays float), for a caller that
+        measures one layer at a time and undoes it.
+    """
     if not is_float(choice.w_bits) or choice.prune > 0:
-        _set_weight(module, compress_weight(weight_of(module).detach(), choice.w_bits, choice.prune))
-    if rng is not None:
-        module.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
+        set_weight(module, compress_weight(weight_of(module).detach(), choice.w_bits, choice.prune))
+    if rng is None:
+        return None
+    return module.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
 
 
 def apply(

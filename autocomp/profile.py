@@ -15,15 +15,10 @@ from typing import Any, Mapping
 
 import torch
 
+from autocomp.modules import batch_size, call_model, quantizable_layers, weight_of
+from autocomp.values import check_version
+
 LAYER_INFO_VERSION = 1
-QUANTIZABLE_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)
-
-
-def is_quantizable(module: torch.nn.Module) -> bool:
-    """Conv1d/Conv2d/Linear, and transformers' Conv1D (matched by name: no import needed)."""
-    if isinstance(module, QUANTIZABLE_TYPES):
-        return True
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
 
 
 @dataclass(frozen=True)
@@ -57,6 +52,7 @@ class LayerInfo:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "LayerInfo":
+        check_version("LayerInfo", d, LAYER_INFO_VERSION)
         return cls(
             name=d["name"], kind=d["kind"], weight_shape=tuple(d["weight_shape"]),
             params=int(d["params"]), bias_params=int(d.get("bias_params", 0)),
@@ -66,13 +62,8 @@ class LayerInfo:
 
 
 def _macs(module: torch.nn.Module, out: torch.Tensor, batch: int) -> int:
-    per_out = module.weight.numel() // module.weight.shape[0]  # fan-in (incl. kernel) per output
-    if type(module).__name__ == "Conv1D":
-        per_out = module.weight.shape[0]  # Conv1D weight is [in, out]
-        return int(out.numel() // batch * per_out)
-    if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)):
-        return int(out.numel() // batch * per_out)
-    return int(out.numel() // batch * module.in_features)
+    w = weight_of(module)
+    return int(out.numel() // batch * (w.numel() // w.shape[0]))  # outputs x fan-in (kernel included)
 
 
 def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
@@ -88,7 +79,7 @@ def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
     seen: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     handles = []
-    batch = _batch_size(sample)
+    batch = batch_size(sample)
 
     def hook_for(name: str):
         def hook(mod, args, out):
@@ -103,14 +94,14 @@ def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
             seen[name]["macs"] += _macs(mod, out, batch)
         return hook
 
-    named = [(n, m) for n, m in model.named_modules() if n and is_quantizable(m)]
+    named = quantizable_layers(model)
     for n, m in named:
         handles.append(m.register_forward_hook(hook_for(n)))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            _call(model, sample)
+            call_model(model, sample)
     finally:
         for h in handles:
             h.remove()
@@ -120,7 +111,7 @@ def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
     layers = []
     for i, n in enumerate(names):
         m = mods[n]
-        w = m.weight.t() if type(m).__name__ == "Conv1D" else m.weight
+        w = weight_of(m)
         info = seen.get(n, {"macs": 0, "in_shape": (), "out_shape": ()})
         layers.append(LayerInfo(
             name=n, kind=type(m).__name__, weight_shape=tuple(w.shape), params=int(w.numel()),
@@ -128,24 +119,6 @@ def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
             macs=int(info["macs"]), in_shape=info["in_shape"], out_shape=info["out_shape"], index=i,
         ))
     return layers
-
-
-def _batch_size(sample: Any) -> int:
-    if isinstance(sample, torch.Tensor):
-        return int(sample.shape[0])
-    if isinstance(sample, (tuple, list)):
-        return _batch_size(sample[0])
-    if isinstance(sample, Mapping):
-        return _batch_size(next(iter(sample.values())))
-    raise TypeError(f"cannot find a batch dimension in {type(sample).__name__}")
-
-
-def _call(model: torch.nn.Module, sample: Any) -> Any:
-    if isinstance(sample, Mapping):
-        return model(**sample)
-    if isinstance(sample, (tuple, list)):
-        return model(*sample)
-    return model(sample)
 
 
 def model_param_count(model: torch.nn.Module) -> int:

@@ -2,7 +2,8 @@
 
 After the allocator's sweep, :func:`refine` runs ``n`` more PTQ evaluations chosen by an Optuna
 sampler (NSGA-II by default, TPE or random on request) over the study's per-layer search space.
-The objectives are accuracy (maximised) and every budgeted cost (minimised). Every policy the
+The objectives are the workload's quality metric, in its direction (accuracy maximised,
+perplexity minimised: :mod:`autocomp.metrics`), and every budgeted cost (minimised). Every policy the
 study already evaluated (allocator points, uniform baselines) is enqueued first
 (``study.enqueue_trial``) and told its stored result without being evaluated again, so the
 sampler starts from the allocator's front rather than from random policies.
@@ -33,6 +34,7 @@ from typing import Any, Callable, Sequence
 
 from autocomp.budget import Budget, CostModel
 from autocomp.errors import AutocompError
+from autocomp.metrics import Metrics, get_quality_metric
 from autocomp.policy import Choice, Policy
 from autocomp.profile import LayerInfo
 from autocomp.search_spaces import SearchSpace
@@ -112,27 +114,18 @@ class ParamSpace:
         from optuna.distributions import CategoricalDistribution
 
         self.names = [l.name for l in layers]
-        allowed = {l.name: space.choices_for(l, len(layers)) for l in layers}
-        group_of: dict[str, list[str]] = {}
-        for g in space.tie_groups(layers):
-            for n in g:
-                group_of[n] = g
+        resolved = space.resolved_choices(layers)
         self.params: dict[str, list[str]] = {}    # parameter -> layers it sets
         self.fixed: dict[str, Choice] = {}
         self.distributions: dict[str, Any] = {}
-        for n in self.names:
-            g = group_of.get(n, [n])
-            if n != g[0]:
-                continue
-            keys = [c.key for c in allowed[g[0]] if all(c in allowed[m] for m in g)]
-            if not keys:
-                raise AutocompError(f"search space {space.name!r}: tied layers {g} share no choice")
+        for unit in resolved.units():
+            keys = [c.key for c in resolved.choices[unit[0]]]
             if len(keys) == 1:
-                for m in g:
+                for m in unit:
                     self.fixed[m] = Choice.from_key(keys[0])
                 continue
-            self.params[n] = list(g)
-            self.distributions[n] = CategoricalDistribution(keys)
+            self.params[unit[0]] = unit
+            self.distributions[unit[0]] = CategoricalDistribution(keys)
 
     def policy_of(self, params: dict[str, Any]) -> Policy:
         ch = dict(self.fixed)
@@ -171,13 +164,14 @@ class RefineResult:
     failures: list[str] = field(default_factory=list)
 
 
-def objective_names(budget: Budget) -> list[str]:
-    return ["accuracy", *budget.metrics]
+def objective_names(budget: Budget, quality: str = "accuracy") -> list[str]:
+    """The Optuna objectives: the quality metric, then the budget's cost metrics."""
+    return [quality, *budget.metrics]
 
 
 def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerInfo], space: SearchSpace,
            budget: Budget, cm: CostModel, n: int, workers: int | None = None, seed: int = 0,
-           sampler: str = "auto", on_progress: Callable[[int], None] | None = None,
+           sampler: str = "auto", quality: str = "accuracy", on_progress: Callable[[int], None] | None = None,
            evaluate_batch: Callable | None = None) -> RefineResult:
     """Run refinement until study ``study`` holds ``n`` evaluations chosen by Optuna.
 
@@ -190,8 +184,12 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
         workers: evaluator actors, and so the batch size of each ask/tell round.
         seed: sampler seed.
         sampler: ``auto`` (NSGA-II), ``nsga2``, ``tpe`` or ``random``.
+        quality: the workload's quality metric (``Workload.quality``): its direction is the first
+            objective's.
         on_progress: called with the number of new evaluations as they land.
-        evaluate_batch: ``f(policies, on_result, on_error)``; default: a :class:`PTQPool` on Ray.
+        evaluate_batch: ``f(policies, on_result, on_error)`` with ``on_result(Metrics)`` and
+            ``on_error(policy_id, exception)``; default: a ``ptq``
+            :class:`~autocomp.workers.pool.EvaluatorPool` on Ray.
 
     Returns:
         A :class:`RefineResult`; failed evaluations are listed, not raised.
@@ -204,7 +202,7 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     if not ps.params:
         raise AutocompError(f"search space {space.name!r} leaves no layer a choice: nothing to refine")
     metrics = budget.metrics
-    directions = ["maximize"] + ["minimize"] * len(metrics)
+    directions = [get_quality_metric(quality).direction] + ["minimize"] * len(metrics)
     name = optuna_study_name(study.name)
     storage = optuna_storage(store.url)
     result = RefineResult(name)
@@ -221,12 +219,16 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     population = max(8, min(50, len(seeds)))
     ostudy = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True,
                                  sampler=optuna.samplers.RandomSampler(seed=seed))   # never asked: see plan()
-    if [d.name.lower() for d in ostudy.directions] != directions:
-        raise AutocompError(f"Optuna study {name!r} has {len(ostudy.directions)} objectives, this budget "
+    have = [d.name.lower() for d in ostudy.directions]
+    if len(have) != len(directions):
+        raise AutocompError(f"Optuna study {name!r} has {len(have)} objectives, this budget "
                             f"{len(directions)}: refine under another --study name")
+    if have != directions:
+        raise AutocompError(f"Optuna study {name!r} optimises {'/'.join(have)}, this run {'/'.join(directions)} "
+                            f"({quality!r} is {directions[0]}d): refine under another --study name")
     with warnings.catch_warnings():  # experimental API, stable since Optuna 3.2: names show in the dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ostudy.set_metric_names(objective_names(budget))
+        ostudy.set_metric_names(objective_names(budget, quality))
     ostudy.set_user_attr("autocomp_study", study.name)
     # The batch size is fixed at the first run: batches are the unit of reproducibility.
     batch_size = int(ostudy.user_attrs.get(_BATCH_SIZE) or max(1, workers or _default_workers()))
@@ -256,10 +258,10 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
     def run(policies: list[Policy], landed: dict, errors: dict) -> None:
         nonlocal pool
 
-        def on_result(res: dict) -> None:
-            pid = res["policy_id"]
+        def on_result(res: Metrics) -> None:
+            pid = res.policy_id
             pol = next(p for p in policies if p.id == pid)
-            store.save_evaluation(study, pid, {**res, **cm.costs(pol, ("size", "bitops", "avg_bits"))})
+            store.save_evaluation(study, res.with_costs(cm.costs(pol, ("size", "bitops", "avg_bits"))))
             landed[pid] = res
             if on_progress:
                 on_progress(1)
@@ -275,9 +277,9 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
             evaluate_batch(policies, on_result, on_error)
             return
         if pool is None:
-            from autocomp.workers.pool import PTQPool
+            from autocomp.workers.pool import EvaluatorPool
 
-            pool = PTQPool(spec, workers=batch_size)
+            pool = EvaluatorPool(spec, "ptq", workers=batch_size)
         pool.map(policies, on_result, on_error)
 
     def plan(k: int, room: int) -> tuple[Any, list[Policy], list[Any]]:
@@ -335,13 +337,13 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
             # Evaluations stored by an interrupted run of this batch are not redone.
             todo = [p for p in batch if p.id not in stored]
             result.recovered += len(batch) - len(todo)
-            landed: dict[str, dict] = {}
+            landed: dict[str, Metrics] = {}
             errors: dict[str, str] = {}
             run(todo, landed, errors)
             for t in sorted(asked, key=lambda t: t.number):   # ask order: same history however results land
                 pid = t.user_attrs["policy_id"]
                 if pid in landed:
-                    stored[pid] = _values(landed[pid]["accuracy"], cm, ps.policy_of(t.params), metrics)
+                    stored[pid] = _values(landed[pid].quality, cm, ps.policy_of(t.params), metrics)
                     result.evaluated += int(t.user_attrs.get("role") == "refine")
                 if pid in stored:
                     mem.tell(t.number, stored[pid])
@@ -377,8 +379,8 @@ def _default_workers() -> int:
     return cluster_cpus()
 
 
-def _values(accuracy: float, cm: CostModel, policy: Policy, metrics: Sequence[str]) -> list[float]:
-    return [float(accuracy), *(cm.cost(m, policy) for m in metrics)]
+def _values(quality: float, cm: CostModel, policy: Policy, metrics: Sequence[str]) -> list[float]:
+    return [float(quality), *(cm.cost(m, policy) for m in metrics)]
 
 
 def _stored_values(store: Store, study: StudyInfo, cm: CostModel, metrics: Sequence[str]) -> dict[str, list[float]]:
@@ -387,5 +389,5 @@ def _stored_values(store: Store, study: StudyInfo, cm: CostModel, metrics: Seque
     out = {}
     for e in store.list_evaluations(study, kind="ptq"):
         if e.policy_id in pols:
-            out[e.policy_id] = _values(e.accuracy, cm, Policy.from_dict(pols[e.policy_id].policy), metrics)
+            out[e.policy_id] = _values(e.quality, cm, Policy.from_dict(pols[e.policy_id].policy), metrics)
     return out

@@ -1,28 +1,58 @@
-"""Fronts from what the study database holds (never from memory), as rows for tables and JSON."""
+"""Fronts from what the study database holds (never from memory), as rows for tables and JSON.
+
+A point carries its quality under ``quality`` with the metric's name in ``quality_metric`` (and
+under that name too, so accuracy studies keep their ``accuracy`` key), and one key per reported
+cost metric (:mod:`autocomp.costs`). Dominance asks the quality metric for its direction, so a
+perplexity or a loss front is computed as correctly as an accuracy one.
+
+Example:
+    >>> from autocomp.report import pareto
+    >>> pts = [{"quality": 9.0, "quality_metric": "perplexity", "size": 2.0},
+    ...        {"quality": 8.0, "quality_metric": "perplexity", "size": 3.0},
+    ...        {"quality": 9.5, "quality_metric": "perplexity", "size": 3.0}]
+    >>> [p["quality"] for p in pareto(pts, ["size"])]
+    [9.0, 8.0]
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from autocomp.costs import reported_metrics
+from autocomp.metrics import QualityMetric, get_quality_metric
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo
 
-COSTS = ("size", "bitops", "avg_bits")
+_EXTRAS = ("latency_ms", "speedup", "kernel_max_rel_err", "device")
 
 
-def dominates(a: dict, b: dict, costs: Sequence[str]) -> bool:
-    """``a`` is no worse than ``b`` everywhere (accuracy up, costs down) and better somewhere."""
-    ge = a["accuracy"] >= b["accuracy"] and all(a[c] <= b[c] for c in costs)
-    gt = a["accuracy"] > b["accuracy"] or any(a[c] < b[c] for c in costs)
+def quality(point: dict) -> float:
+    """A point's quality (hand-made points holding only ``accuracy`` are accuracy points)."""
+    return point["quality"] if "quality" in point else point["accuracy"]
+
+
+def quality_metric(points: Sequence[dict]) -> QualityMetric:
+    """The quality metric of ``points`` (accuracy when they do not say)."""
+    return get_quality_metric(points[0].get("quality_metric", "accuracy") if points else "accuracy")
+
+
+def dominates(a: dict, b: dict, costs: Sequence[str], metric: QualityMetric | None = None) -> bool:
+    """``a`` is no worse than ``b`` everywhere (quality in its direction, costs down) and better
+    somewhere."""
+    metric = metric or quality_metric([a])
+    qa, qb = quality(a), quality(b)
+    ge = metric.no_worse(qa, qb) and all(a[c] <= b[c] for c in costs)
+    gt = metric.better(qa, qb) or any(a[c] < b[c] for c in costs)
     return ge and gt
 
 
-def pareto(points: Sequence[dict], costs: Sequence[str]) -> list[dict]:
+def pareto(points: Sequence[dict], costs: Sequence[str], metric: QualityMetric | None = None) -> list[dict]:
     """Non-dominated points; among exact duplicates in every objective the first is kept."""
+    metric = metric or quality_metric(points)
     out = []
-    for i, p in enumerate(points):
-        if any(dominates(q, p, costs) for q in points if q is not p):
+    for p in points:
+        if any(dominates(q, p, costs, metric) for q in points if q is not p):
             continue
-        if any(all(p[k] == q[k] for k in ("accuracy", *costs)) for q in out):
+        if any(quality(p) == quality(q) and all(p[k] == q[k] for k in costs) for q in out):
             continue
         out.append(p)
     return sorted(out, key=lambda p: tuple(p[c] for c in costs))
@@ -35,22 +65,22 @@ def study_points(store: Store, study: StudyInfo, kind: str = "ptq") -> list[dict
     """
     pols = {p.policy_id: p for p in store.list_policies(study)}
     fp = store.get_study(study.name).config.get("fp32", {})
+    metrics = reported_metrics()
     out = []
     for e in store.list_evaluations(study, kind=kind):
         p = pols.get(e.policy_id)
         if p is None:
             continue
+        costs = e.metrics().costs
         pt = {"policy_id": e.policy_id, "source": p.source, "label": p.label,
-              "baseline": p.source in ("uniform", "fp32"), "accuracy": e.accuracy,
-              "size": e.size if e.size is not None else p.costs.get("size"),
-              "bitops": e.bitops if e.bitops is not None else p.costs.get("bitops"),
-              "avg_bits": e.avg_bits if e.avg_bits is not None else p.costs.get("avg_bits"),
-              "latency": e.latency}
-        if fp.get("size"):
-            pt["size_rel"] = pt["size"] / fp["size"]
-        if fp.get("bitops"):
-            pt["bitops_rel"] = pt["bitops"] / fp["bitops"]
-        for k in ("latency_ms", "speedup", "kernel_max_rel_err", "device"):
+              "baseline": p.source in ("uniform", "fp32"), e.quality_metric: e.quality,
+              "quality": e.quality, "quality_metric": e.quality_metric}
+        for m in metrics:
+            pt[m.name] = costs[m.name] if costs.get(m.name) is not None else p.costs.get(m.name)
+        for m in metrics:
+            if m.percent and fp.get(m.name) and pt[m.name] is not None:
+                pt[f"{m.name}_rel"] = pt[m.name] / fp[m.name]
+        for k in _EXTRAS:
             if k in e.extra:
                 pt[k] = e.extra[k]
         out.append(pt)
@@ -65,12 +95,13 @@ def front(store: Store, study: StudyInfo, costs: Sequence[str] | None = None, ki
     cfg = store.get_study(study.name).config
     costs = list(costs or cfg.get("front_costs") or ["size"])
     pts = study_points(store, study, kind)
+    metric = quality_metric(pts)
     searched = [p for p in pts if not p["baseline"]]
-    fr = pareto(searched, costs)
+    fr = pareto(searched, costs, metric)
     ids = {p["policy_id"] for p in fr}
     base = sorted((p for p in pts if p["baseline"]), key=lambda p: -(p["size"] or 0))
     for p in fr:
         p["on_front"] = True
     for p in base:
-        p["on_front"] = not any(dominates(q, p, costs) for q in searched)
+        p["on_front"] = not any(dominates(q, p, costs, metric) for q in searched)
     return [*fr, *base] if ids or base else []

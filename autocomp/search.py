@@ -1,7 +1,10 @@
-"""The search pipeline: profile -> proxies -> allocate -> evaluate -> store -> front.
+"""The search: a short composition of the stages in :mod:`autocomp.stages`.
 
-Every stage persists what it produced before the next starts, and skips what the study already
-holds, so re-running a study resumes it. Ray workers return values; only this controller writes.
+prepare (validate every input, load and profile the model, resolve the budget: nothing written)
+-> open the study -> score -> allocate -> evaluate -> refine, under one status context
+(:func:`autocomp.stages.status.tracked`). Every stage persists what it produced and skips what
+the study already holds, so re-running a study resumes it. Ray workers return values; only this
+controller writes.
 
 Example:
     >>> from autocomp.search import SearchConfig, run_search
@@ -14,19 +17,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autocomp.allocators import get_allocator
-from autocomp.allocators._base import check_feasible
-from autocomp.budget import Budget, CostModel, parse_budget
-from autocomp.errors import AutocompError, InfeasibleBudget, StoreError
-from autocomp.policy import Choice, Policy
-from autocomp.profile import model_param_count, profile_model
+from autocomp.budget import Budget, parse_budget
+from autocomp.costs import get_cost_metric
+from autocomp.errors import AutocompError
 from autocomp.progress import Stages
 from autocomp.proxies import get_proxy
 from autocomp.search_spaces import load_space
+from autocomp.stages import (DEFAULT_BASELINES, EvaluateResult, StudyContext, check_data, check_profile, check_refine,
+                             evaluate, plan_candidates, profile, record_profile, refine, save_candidates, score,
+                             score_key, tracked)
+from autocomp.stages.target import seek_target
 from autocomp.store import Store
-from autocomp.store.repository import StudyInfo
-from autocomp.workload import load_workload
-
-DEFAULT_BASELINES = (8, 6, 4, 3, 2)
+from autocomp.store.repository import StudyInfo, check_study_name
+from autocomp.target import parse_target
+from autocomp.workload import load_workload, validate_workload
 
 
 @dataclass
@@ -47,14 +51,38 @@ class SearchConfig:
     workers: int | None = None
     address: str | None = None
     refine: int = 0               # Optuna refinement evaluations after the sweep (autocomp.refine)
-    refine_mode: str = "ptq"      # ptq: Ray actors; qat: Ray Tune trials with OptunaSearch
+    refine_mode: str = "ptq"      # an evaluator: ptq on the actor pool; qat (trains) as Ray Tune trials
     refine_sampler: str = "auto"  # auto (NSGA-II for ptq, TPE for qat), nsga2, tpe, random
     latency_table: str | None = None  # JSON from `autocomp profile-latency` (latency budgets)
+    target: str | None = None     # a quality target (autocomp.target): bisect for the cheapest policy meeting it
+    minimise: str = "size"        # the cost metric the target search minimises (the budget stays an upper bound)
+    target_tol: float = 0.02      # stop when the bracket is this narrow (share of fp32's cost)
+    max_evals: int = 12           # or when the bisection has probed this many policies
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["baselines"] = list(self.baselines)
+        d["auto_proxies"] = list(self.auto_proxies)
+        if self.target is None:  # a budget sweep stores the configuration it always stored
+            for k in _TARGET_KEYS:
+                d.pop(k)
         return d
+
+    def resume_command(self, study: str) -> str:
+        """The command that resumes study ``study`` with this configuration's refinement or target."""
+        cmd = f"autocomp search --study {study}"
+        if self.refine:
+            cmd += f" --refine {self.refine}" + (f" --refine-mode {self.refine_mode}" if self.refine_mode != "ptq" else "")
+        if self.target is not None:
+            import shlex
+
+            cmd += (f" --budget {shlex.quote(self.budget)} --target {shlex.quote(self.target)} --minimise "
+                    f"{self.minimise} --target-tol {self.target_tol:g} --max-evals {self.max_evals}")
+        return cmd
+
+
+_TARGET_KEYS = ("target", "minimise", "target_tol", "max_evals")
+_TARGET_DEFAULTS = {"minimise": "size", "target_tol": 0.02, "max_evals": 12}
 
 
 @dataclass
@@ -65,195 +93,126 @@ class SearchResult:
     skipped: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
     refined: int = 0  # refinement evaluations made by this call (autocomp.refine)
+    target: dict | None = None  # with a target: the answer and its bracket (autocomp.stages.target)
 
 
-def _validate(cfg: SearchConfig) -> tuple[Budget, Any]:
+def check_config(cfg: SearchConfig) -> None:
+    """Every option that can be checked without the model; raises a one-line AutocompError."""
     budget = parse_budget(cfg.budget)
-    space = load_space(cfg.space)
     if cfg.proxy != "auto":
-        get_proxy(cfg.proxy)  # unknown names fail before any work
+        get_proxy(cfg.proxy)
     for p in cfg.auto_proxies:
         get_proxy(p)
-    if cfg.data not in ("real", "distilled"):
-        raise AutocompError(f"unknown --data {cfg.data!r}: choose from real, distilled")
-    alloc = get_allocator(cfg.allocator)
-    if alloc.max_constraints is not None and len(budget.constraints) > alloc.max_constraints:
-        raise AutocompError(f"--allocator {cfg.allocator} solves budgets of {alloc.max_constraints} constraint; "
-                            f"{budget.describe()!r} has {len(budget.constraints)}: use --allocator ilp")
+    check_data(cfg.data)
+    get_allocator(cfg.allocator).check_constraints(budget.metrics, budget.describe())
     if cfg.points < 1:
         raise AutocompError("--points must be at least 1")
-    from autocomp.refine import SAMPLERS
-
-    if cfg.refine < 0:
-        raise AutocompError("--refine must be 0 or more")
-    if cfg.refine_mode not in ("ptq", "qat"):
-        raise AutocompError(f"unknown --refine-mode {cfg.refine_mode!r}: use ptq or qat")
-    if cfg.refine_sampler not in SAMPLERS:
-        raise AutocompError(f"unknown --refine-sampler {cfg.refine_sampler!r}: use one of {', '.join(SAMPLERS)}")
-    return budget, space
+    if cfg.workers is not None and cfg.workers < 1:
+        raise AutocompError("--workers must be at least 1")
+    check_refine(cfg.refine, cfg.refine_mode, cfg.refine_sampler)
+    if "latency" in budget.metrics and not cfg.latency_table:
+        raise AutocompError("a latency budget needs measured latencies: run `autocomp profile-latency "
+                            f"--model {cfg.model} -o table.json` and pass --latency-table table.json")
+    _check_target(cfg, budget)
 
 
-def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages | None = None) -> SearchResult:
-    """Run (or resume) study ``study_name`` with ``cfg``; returns the stored front."""
-    from autocomp.report import front as front_of
-    from autocomp.workers.proxy_tasks import score_on_ray
-    from autocomp.workers.ptq import evaluate_on_ray
-    from autocomp.workers.session import ensure_ray
+def _check_target(cfg: SearchConfig, budget: Budget) -> None:
+    """The target options; the target against the workload's metric is checked in :func:`prepare`."""
+    if cfg.target is None:
+        bad = [k for k, v in _TARGET_DEFAULTS.items() if getattr(cfg, k) != v]
+        if bad:
+            raise AutocompError(f"--{bad[0].replace('_', '-')} applies only with --target")
+        return
+    parse_target(cfg.target)
+    get_cost_metric(cfg.minimise)
+    metrics = list(dict.fromkeys([cfg.minimise, *budget.metrics]))
+    get_allocator(cfg.allocator).check_constraints(metrics, ", ".join(metrics))
+    if not 0 < cfg.target_tol < 1:
+        raise AutocompError("--target-tol is a share of fp32's cost, between 0 and 1 (e.g. 0.02)")
+    if cfg.max_evals < 1:
+        raise AutocompError("--max-evals must be at least 1")
+    if cfg.refine:
+        raise AutocompError("--refine does not combine with --target: the target search picks its own policies")
+    if cfg.minimise == "latency" and not cfg.latency_table:
+        raise AutocompError("--minimise latency needs measured latencies: pass --latency-table table.json "
+                            "(from `autocomp profile-latency`)")
 
+
+def prepare(cfg: SearchConfig, stages: Stages | None = None) -> StudyContext:
+    """Validate ``cfg``, load and profile the model, resolve the budget; writes nothing.
+
+    The workload loads here first: bad specs fail before any study is touched, and built-in
+    models are trained and cached once before the workers start.
+    """
     stages = stages or Stages()
-    budget, space = _validate(cfg)
-
-    # The workload loads here first: bad specs fail before the study is touched, and built-in
-    # models are trained and cached once before the workers start.
-    with stages.stage("load model", 1) as tick:
-        workload = load_workload(cfg.model)
-        model = workload.model()
-        tick()
-
-    with stages.stage("profile", 1) as tick:
-        layers = profile_model(model, workload.sample_input())
-        if not layers:
-            raise AutocompError(f"model {cfg.model!r} has no Conv1d/Conv2d/Linear layer to compress")
-        cm = CostModel(layers, total_params=model_param_count(model), latency_table=_latency_table(cfg, budget))
-        # An infeasible budget fails here, before anything is stored.
-        check_feasible(layers, space.choices(layers), budget, cm)
-        tick()
-
-    study, created = store.open_study(study_name, {**cfg.to_dict(), "budget_text": budget.describe()})
-    if not created and study.config.get("model") != cfg.model:
-        raise AutocompError(f"study {study_name!r} was created for model {study.config.get('model')!r}, "
-                            f"not {cfg.model!r}: pick another --study name")
-    stored = store.load_layers(study)
-    if stored and [l.to_dict() for l in stored] != [l.to_dict() for l in layers]:
-        raise AutocompError(f"study {study_name!r} holds a different profile of {cfg.model!r} "
-                            "(the model changed since): pick another --study name")
-    if not stored:
-        store.save_layers(study, layers)
-    store.set_status(study, "running")
-    fp32_costs = {m: cm.fp32(m) for m in ("size", "bitops", "avg_bits") + (("latency",) if cm.latency_table else ())}
-    store.update_config(study, fp32=fp32_costs, front_costs=[c.metric for c in budget.constraints],
-                        budget=budget.to_dict(), budget_text=budget.describe(), space_def=space.to_dict())
-
-    with stages.stage("start ray", 1) as tick:
-        ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
-        tick()
-
-    proxy = cfg.proxy if cfg.proxy != "auto" else _auto_proxy(cfg, store, study, stages)
-    # Scores from distilled data are stored apart from those of real data.
-    skey = proxy if cfg.data == "real" else f"{proxy}@{cfg.data}"
-
-    def score():
-        import dataclasses
-
-        s = score_on_ray(cfg.model, proxy, layers, space, workers=cfg.workers, data=cfg.data)
-        return dataclasses.replace(s, proxy=skey)
-
-    with stages.stage(f"proxy {skey}", 1) as tick:
-        sens = store.load_sensitivity(study, skey)
-        if sens is None or any(l.name not in sens.omega for l in layers):
-            sens = score()
-            store.save_sensitivity(study, sens)
-        missing = [(l.name, c.key) for l in layers for c in space.choices_for(l, len(layers))
-                   if c.key not in sens.omega.get(l.name, {})]
-        if missing:  # scores stored for another space: score again for this one
-            sens = score()
-            store.save_sensitivity(study, sens)
-        tick()
-
-    allocator = get_allocator(cfg.allocator)
-    candidates: list[tuple[Policy, str, str, dict]] = []
-    with stages.stage("allocate", cfg.points) as tick:
-        sweep = allocator.sweep(layers, sens, space, budget, cm, points=cfg.points)
-        for a in sweep:
-            candidates.append((a.policy, cfg.allocator, f"{cfg.allocator} {_describe_limit(a.budget, cm)}",
-                               {"objective": a.objective, "status": a.status, "budget": a.budget.to_dict()}))
-        tick(len(sweep))
-        # HAWQ's comparison: mixed precision at exactly the size/bitops of each uniform baseline.
-        names = [l.name for l in layers]
-        primary = budget.constraints[0].metric
-        for b in cfg.baselines:
-            uni = Policy.uniform(names, Choice(b, 8, 0.0))
-            lim = cm.cost(primary, uni)
-            if lim > budget.constraints[0].limit(cm) * (1 + 1e-9):
-                continue
-            try:
-                a = allocator.solve(layers, sens, space, budget.with_limit(primary, lim, cm), cm)
-            except InfeasibleBudget:
-                continue
-            candidates.append((a.policy, cfg.allocator, f"{cfg.allocator} @uniform-{b}bit {primary}",
-                               {"objective": a.objective, "status": a.status, "budget": a.budget.to_dict()}))
-    # Baselines first: a searched policy equal to a uniform one is stored (once) as the baseline.
-    baselines = [(Policy.uniform(names, Choice(b, 8, 0.0)), "uniform", f"uniform w{b}a8", {}) for b in cfg.baselines]
-    baselines.append((Policy.uniform(names, Choice(32, 32, 0.0)), "fp32", "fp32", {}))
-    candidates = baselines + candidates
-
-    metrics = ("size", "bitops", "avg_bits") + (("latency",) if cm.latency_table else ())
-    todo, seen = [], set()
-    for pol, source, label, info in candidates:
-        if pol.id in seen:
-            continue
-        seen.add(pol.id)
-        store.save_policy(study, pol, source, label, cm.costs(pol, metrics), info)
-        todo.append(pol)
-    done_ids = store.evaluated_ids(study)
-    pending = [p for p in todo if p.id not in done_ids]
-    costs_of = {p.id: cm.costs(p, metrics) for p in pending}
-
-    failures: list[str] = []
-    with stages.stage("evaluate", len(pending)) as tick:
-        def on_result(res: dict) -> None:
-            store.save_evaluation(study, res["policy_id"], {**res, **costs_of[res["policy_id"]]})
-            tick()
-
-        def on_error(pid: str, e: BaseException) -> None:
-            failures.append(f"{pid}: {type(e).__name__}")
-            tick()
-
-        evaluate_on_ray(cfg.model, pending, on_result, workers=cfg.workers, on_error=on_error)
-    if failures:
-        store.set_status(study, "incomplete")
-        raise AutocompError(f"{len(failures)} evaluation(s) failed ({failures[0]}); stored results are kept: "
-                            f"run `autocomp search --study {study_name}` again to retry them")
-    refined = _refine_stage(cfg, store, study, layers, space, budget, cm, stages) if cfg.refine else 0
-    store.set_status(study, "done")
-    return SearchResult(store.get_study(study_name), front_of(store, study), len(pending),
-                        len(todo) - len(pending), dict(stages.times), refined)
-
-
-def _refine_stage(cfg: SearchConfig, store: Store, study: StudyInfo, layers, space, budget: Budget,
-                  cm: CostModel, stages: Stages) -> int:
-    """Optuna refinement after the sweep (PTQ on the actors, or QAT as Ray Tune trials)."""
-    from autocomp.refine import refine
-
-    if cfg.refine_mode == "qat":
-        from autocomp.workers.qat import refine_qat
-
-        with stages.stage("refine qat", cfg.refine) as tick:
-            res = refine_qat(store, study, spec=cfg.model, layers=layers, space=space, budget=budget, cm=cm,
-                             n=cfg.refine, seed=cfg.seed, sampler=cfg.refine_sampler, on_progress=tick)
-    else:
-        with stages.stage("refine", cfg.refine) as tick:
-            res = refine(store, study, spec=cfg.model, layers=layers, space=space, budget=budget, cm=cm,
-                         n=cfg.refine, workers=cfg.workers, seed=cfg.seed, sampler=cfg.refine_sampler,
-                         on_progress=tick)
-    if res.failures:
-        store.set_status(study, "incomplete")
-        raise AutocompError(f"{len(res.failures)} refinement evaluation(s) failed ({res.failures[0]}); stored "
-                            f"results are kept: run `autocomp search --study {study.name} --refine {cfg.refine}` "
-                            "again to retry them")
-    return res.evaluated
-
-
-def _latency_table(cfg: SearchConfig, budget: Budget) -> dict | None:
-    """The measured per-layer latency table, required when the budget constrains latency."""
+    check_config(cfg)
+    budget, space = parse_budget(cfg.budget), load_space(cfg.space)
+    table = None
     if cfg.latency_table:
         from autocomp.kernels.latency import load_latency_table
 
-        return load_latency_table(cfg.latency_table)
-    if "latency" in budget.metrics:
-        raise AutocompError("a latency budget needs measured latencies: run `autocomp profile-latency "
-                            f"--model {cfg.model} -o table.json` and pass --latency-table table.json")
-    return None
+        table = load_latency_table(cfg.latency_table)
+    with stages.stage("load model", 1) as tick:
+        workload = load_workload(cfg.model)
+        validate_workload(workload)
+        tick()
+    with stages.stage("profile", 1) as tick:
+        ctx = profile(workload, budget, space, table)   # an infeasible budget fails here
+        space.check_layers(ctx.layers)                  # overrides and ties name real layers
+        tick()
+    if cfg.target is not None:
+        parse_target(cfg.target).check(ctx.quality)    # the workload's metric: name, direction, range
+    return ctx
+
+
+def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages | None = None) -> SearchResult:
+    """Run (or resume) study ``study_name`` with ``cfg``; returns the stored front.
+
+    The study's status is ``running`` meanwhile and ``done``, ``incomplete``, ``interrupted`` or
+    ``failed`` afterwards, also when this raises.
+    """
+    from autocomp.report import front
+    from autocomp.workers.session import ensure_ray
+
+    stages = stages or Stages()
+    check_study_name(study_name)
+    if cfg.proxy == "auto":
+        check_study_name(f"{study_name}-audit")
+    ctx = prepare(cfg, stages)
+    existing = store.get_study(study_name, missing_ok=True)
+    if existing is not None:
+        check_profile(store, existing, ctx)   # refused before anything is written
+    # The cluster too is checked before the study is touched: a dead address writes nothing.
+    with stages.stage("start ray", 1) as tick:
+        ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
+        tick()
+    study, _ = store.open_study(study_name, {**cfg.to_dict(), "budget_text": ctx.budget.describe()})
+    with tracked(store, study, resume=cfg.resume_command(study_name)):
+        record_profile(store, study, ctx, latency_table=cfg.latency_table)
+        proxy = cfg.proxy if cfg.proxy != "auto" else _auto_proxy(cfg, store, study, stages)
+        with stages.stage(f"proxy {score_key(proxy, cfg.data)}", 1) as tick:
+            sens = score(store, study, ctx, proxy, cfg.data, workers=cfg.workers)
+            tick()
+        sought = None
+        if cfg.target is not None:
+            with stages.stage(f"target {cfg.target}", cfg.max_evals) as tick:
+                sought = seek_target(store, study, ctx, sens, parse_target(cfg.target), cfg.minimise, cfg.allocator,
+                                     cfg.target_tol, cfg.max_evals, cfg.workers, on_progress=tick)
+            done = EvaluateResult(sought.evaluated, sought.skipped)
+        else:
+            with stages.stage("allocate", cfg.points) as tick:
+                policies = save_candidates(store, study, ctx, plan_candidates(
+                    ctx, sens, cfg.allocator, cfg.points, cfg.baselines, on_progress=tick))
+            todo = len([p for p in policies if p.id not in store.evaluated_ids(study)])
+            with stages.stage("evaluate", todo) as tick:
+                done = evaluate(store, study, ctx.spec, ctx.cm, policies, "ptq", workers=cfg.workers, on_progress=tick)
+        refined = 0
+        if cfg.refine:
+            with stages.stage("refine" if cfg.refine_mode == "ptq" else f"refine {cfg.refine_mode}", cfg.refine) as tick:
+                refined = refine(store, study, ctx, cfg.refine, cfg.refine_mode, cfg.workers, cfg.seed,
+                                 cfg.refine_sampler, on_progress=tick).evaluated
+    return SearchResult(store.get_study(study_name), front(store, study), done.evaluated, done.skipped,
+                        dict(stages.times), refined, None if sought is None else sought.to_dict())
 
 
 def _auto_proxy(cfg: SearchConfig, store: Store, study: StudyInfo, stages: Stages) -> str:
@@ -276,10 +235,3 @@ def _auto_proxy(cfg: SearchConfig, store: Store, study: StudyInfo, stages: Stage
     stages.log(msg)
     store.update_config(study, proxy_chosen=chosen, proxy_audit=rows)
     return chosen
-
-
-def _describe_limit(budget: Budget | None, cm: CostModel) -> str:
-    if budget is None:
-        return ""
-    c = budget.constraints[0]
-    return f"{c.metric}<={cm.format(c.metric, c.limit(cm))}"

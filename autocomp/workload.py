@@ -1,7 +1,8 @@
 """Workloads: what a search compresses and how it is scored.
 
 A workload bundles a trained model factory, calibration batches, evaluation batches, an
-evaluation metric (higher is better, e.g. top-1 accuracy) and the training loss. Users point
+evaluation metric (top-1 accuracy by default; ``quality`` names it in :mod:`autocomp.metrics`, which
+gives its direction, e.g. ``perplexity`` is lower-is-better) and the training loss. Users point
 ``--model`` at a factory returning a :class:`Workload`::
 
     # my_models.py
@@ -24,8 +25,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from autocomp.errors import ModelSpecError
-from autocomp.profile import _call
+from autocomp.errors import AutocompError, ModelSpecError
+from autocomp.metrics import get_quality_metric
+from autocomp.modules import batch_size, call_model
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -36,7 +38,7 @@ def top1_accuracy(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
     model.eval()
     with torch.no_grad():
         for x, y in batches:
-            out = _logits(_call(model, x))
+            out = _logits(call_model(model, x))
             correct += int((out.argmax(dim=-1) == y).sum())
             total += int(y.numel())
     return correct / max(total, 1)
@@ -66,9 +68,11 @@ class Workload:
         model_factory: returns the trained float model (called once per process, then cached).
         calib: calibration batches ``(inputs, targets)``; inputs a tensor, tuple or dict.
         eval: evaluation batches, same form.
-        metric: ``metric(model, batches) -> float``, higher is better; top-1 accuracy by default.
+        metric: ``metric(model, batches) -> float``; top-1 accuracy by default.
         loss: ``loss(output, target) -> scalar tensor`` used by gradient-based proxies.
         spec: the ``--model`` string that loads this workload again in another process.
+        quality: what ``metric`` measures: a quality metric name of :mod:`autocomp.metrics`
+            (``accuracy``, ``perplexity``, ``loss``, ...), which gives its direction.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Workload:
     metric: Callable[[torch.nn.Module, Sequence[Batch]], float] = top1_accuracy
     loss: Callable[[Any, torch.Tensor], torch.Tensor] = cross_entropy
     spec: str = ""
+    quality: str = "accuracy"
     _model: torch.nn.Module | None = field(default=None, repr=False)
 
     def model(self) -> torch.nn.Module:
@@ -131,12 +136,71 @@ def load_workload(spec: str) -> Workload:
         wl = obj() if callable(obj) and not isinstance(obj, Workload) else obj
     except ModelSpecError:
         raise
+    except SystemExit as e:  # a factory calling sys.exit must not end autocomp silently
+        raise ModelSpecError(f"model spec {spec!r}: factory called sys.exit({e.code!r})") from e
     except Exception as e:  # the user's factory failed: say so in one line
         raise ModelSpecError(f"model spec {spec!r}: factory raised {type(e).__name__}: {e}") from e
     if not isinstance(wl, Workload):
         raise ModelSpecError(f"model spec {spec!r}: factory must return autocomp.workload.Workload, got {type(wl).__name__}")
+    try:
+        get_quality_metric(wl.quality)
+    except AutocompError as e:
+        raise ModelSpecError(f"model spec {spec!r}: workload {wl.name!r}: {e}") from None
     wl.spec = spec
     return wl
+
+
+def validate_workload(wl: Workload) -> torch.nn.Module:
+    """Check a workload once, up front: builds its model and runs one calibration batch.
+
+    Returns the model. Raises :class:`ModelSpecError` naming the part that failed (the model
+    factory, the calibration or evaluation batches, the forward pass), so that a bad workload
+    stops a search before any study is written or worker started.
+
+    Example:
+        >>> import torch
+        >>> wl = Workload("w", lambda: torch.nn.Linear(2, 2), calib=[], eval=[])
+        >>> validate_workload(wl)
+        Traceback (most recent call last):
+        ...
+        autocomp.errors.ModelSpecError: workload 'w': no calibration batches (calib is empty)
+    """
+    where = f"workload {wl.name!r}"
+    try:
+        model = wl.model()
+    except ModelSpecError:
+        raise
+    except (Exception, SystemExit) as e:  # the user's loader, e.g. torch.load of a missing file
+        raise ModelSpecError(f"{where}: model_factory raised {type(e).__name__}: {_one_line(e)}") from e
+    for part in ("calib", "eval"):
+        batches = getattr(wl, part)
+        try:
+            n = len(batches)
+        except TypeError:
+            raise ModelSpecError(f"{where}: {part} must be a sequence of (inputs, targets) batches, "
+                                 f"got {type(batches).__name__}") from None
+        if n == 0:
+            raise ModelSpecError(f"{where}: no {'calibration' if part == 'calib' else 'evaluation'} batches ({part} is empty)")
+        for i, b in enumerate(batches):
+            if not isinstance(b, (tuple, list)) or len(b) != 2:
+                raise ModelSpecError(f"{where}: {part}[{i}] must be an (inputs, targets) pair")
+            try:
+                size = batch_size(b[0])
+            except (TypeError, IndexError, StopIteration, AttributeError) as e:
+                raise ModelSpecError(f"{where}: {part}[{i}] inputs: {_one_line(e)}") from e
+            if size == 0:
+                raise ModelSpecError(f"{where}: {part}[{i}] is an empty batch (batch size 0)")
+    try:
+        with torch.no_grad():
+            call_model(model, wl.sample_input())
+    except (Exception, SystemExit) as e:
+        raise ModelSpecError(f"{where}: the forward pass on calib[0] raised {type(e).__name__}: {_one_line(e)}") from e
+    return model
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _import(mod_part: str, spec: str):
@@ -152,11 +216,16 @@ def _import(mod_part: str, spec: str):
         sys.modules[name] = module
         try:
             sp.loader.exec_module(module)
+        except SystemExit as e:  # e.g. a script's argparse or `sys.exit()` at import time
+            del sys.modules[name]
+            raise ModelSpecError(f"model spec {spec!r}: importing {path.name} called sys.exit({e.code!r})") from e
         except Exception as e:
             del sys.modules[name]
             raise ModelSpecError(f"model spec {spec!r}: importing {path.name} raised {type(e).__name__}: {e}") from e
         return module
     try:
         return importlib.import_module(mod_part)
+    except SystemExit as e:
+        raise ModelSpecError(f"model spec {spec!r}: importing {mod_part!r} called sys.exit({e.code!r})") from e
     except Exception as e:
         raise ModelSpecError(f"model spec {spec!r}: cannot import {mod_part!r} ({type(e).__name__}: {e})") from e

@@ -22,7 +22,7 @@ from autocomp.allocators import get_allocator
 from autocomp.allocators.synthetic import instance
 from autocomp.budget import Budget
 
-def plain_pulp(layers, sens, space, cm, budget) -> tuple[float, float, float]:
+def plain_pulp(layers, sens, space, cm, limits) -> tuple[float, float, float]:
     """The textbook model: every choice a variable, lpSum of products, solved by CBC."""
     t0 = time.perf_counter()
     prob = pulp.LpProblem("plain", pulp.LpMinimize)
@@ -31,8 +31,8 @@ def plain_pulp(layers, sens, space, cm, budget) -> tuple[float, float, float]:
     prob += pulp.lpSum(sens.omega[l.name][c.key] * x[l.name, c] for l in layers for c in ch[l.name])
     for l in layers:
         prob += pulp.lpSum(x[l.name, c] for c in ch[l.name]) == 1
-    for con in budget.constraints:
-        lim = con.limit(cm) - cm.offset(con.metric)
+    for con in limits:
+        lim = con.bound - cm.offset(con.metric)
         prob += pulp.lpSum(cm.layer_cost(con.metric, l, c) / lim * x[l.name, c] for l in layers for c in ch[l.name]) <= 1
     t1 = time.perf_counter()
     prob.solve(pulp.PULP_CBC_CMD(msg=False))
@@ -73,34 +73,35 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     layers, sens, space, cm, budget = instance(args.layers, args.seed)
+    limits = budget.resolve(cm)
     n = len(space.choices_for(layers[0], len(layers)))
     print(f"instance: {len(layers)} layers x {n} choices, constraints: {budget.describe()}")
 
     with Timer() as plain:
-        build, solve, plain_obj = plain_pulp(layers, sens, space, cm, budget)
+        build, solve, plain_obj = plain_pulp(layers, sens, space, cm, limits)
     print(f"plain PuLP+CBC, one budget: build {build:.2f} s + solve {solve:.2f} s; {plain}")
     for solver in ("highs", "cbc"):
         with Timer() as t:
-            a = get_allocator("ilp", solver=solver).solve(layers, sens, space, budget, cm)
+            a = get_allocator("ilp", solver=solver).solve(layers, sens, space, limits, cm)
         assert a.proven_optimal and abs(a.objective - plain_obj) <= 1e-7 * max(1.0, abs(plain_obj)), (a.objective, plain_obj)
         print(f"ilp[{solver}], one budget, proven optimal, same objective: {t} -> {ratio(plain, t)}")
 
     first = budget.constraints[0]
     ilp = get_allocator("ilp", solver="highs")
     with Timer() as sw_t:
-        sw = ilp.sweep(layers, sens, space, budget, cm, points=args.points)
+        sw = ilp.sweep(layers, sens, space, limits, cm, points=args.points)
     assert all(a.proven_optimal for a in sw)
     print(f"ilp[highs] sweep, {args.points} points ({len(sw)} distinct policies, all proven optimal): {sw_t}")
-    lims = [a.budget.constraints[0].limit(cm) for a in sw]
+    lims = [a.limits.primary.bound for a in sw]
     with Timer() as pl:
-        for lim in np.linspace(min(lims), first.limit(cm), args.plain_points):
-            plain_pulp(layers, sens, space, cm, budget.with_limit(first.metric, float(lim), cm))
+        for lim in np.linspace(min(lims), limits.primary.bound, args.plain_points):
+            plain_pulp(layers, sens, space, cm, limits.with_limit(first.metric, float(lim)))
     k = args.points / args.plain_points
     pl.wall, pl.cpu = pl.wall * k, pl.cpu * k
     print(f"plain sweep, {args.points} points (scaled from {args.plain_points}): {pl} -> {ratio(pl, sw_t)}")
 
     # Single budget: DP against ILP on the first constraint alone.
-    single = Budget((first,))
+    single = Budget((first,)).resolve(cm)
     dp = get_allocator("dp")
     with Timer() as ti:
         ai = ilp.solve(layers, sens, space, single, cm)

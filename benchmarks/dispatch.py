@@ -40,7 +40,7 @@ def timed_map(pool, pols) -> tuple[float, float]:
     """(wall seconds, sum of the evaluations' own seconds)."""
     own: list[float] = []
     t0 = time.perf_counter()
-    pool.map(pols, lambda r: own.append(r["seconds"]))
+    pool.map(pols, lambda r: own.append(r.seconds))
     return time.perf_counter() - t0, sum(own)
 
 
@@ -53,7 +53,7 @@ def main() -> None:
 
     import ray
 
-    from autocomp.workers.pool import PTQPool
+    from autocomp.workers.pool import EvaluatorPool
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     pols = policies(args.model, args.n)
@@ -77,7 +77,7 @@ def main() -> None:
     overheads, starts = [], {}
     for workers in (1, 2):
         t0 = time.perf_counter()
-        pool = PTQPool(args.model, workers=workers)
+        pool = EvaluatorPool(args.model, workers=workers)
         pool.warm()
         starts[workers] = time.perf_counter() - t0
         pool.map(pols[:workers], lambda r: None)  # first calls pay lazy imports

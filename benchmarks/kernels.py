@@ -33,14 +33,14 @@ def cpu_bench(rows: list, repeats: int) -> None:
     from autocomp.kernels.cpu import has_vnni
     from autocomp.kernels.modules import QuantLinear
     from autocomp.policy import Choice, Policy
-    from autocomp.profile import _call, is_quantizable
+    from autocomp.modules import call_model, quantizable_layers
     from autocomp.workload import load_workload
 
     dev = torch.device("cpu")
     print(f"# CPU: {platform.processor() or platform.machine()}, threads={torch.get_num_threads()}, vnni={has_vnni()}")
     wl = load_workload("digits")
     m = wl.model()
-    names = [n for n, mm in m.named_modules() if n and is_quantizable(mm)]
+    names = [n for n, _ in quantizable_layers(m)]
     ranges = activation_ranges(activation_stats(m, names, wl.calib), (4, 8))
     x = wl.eval[0][0]
     inputs: dict = {}
@@ -60,7 +60,7 @@ def cpu_bench(rows: list, repeats: int) -> None:
             _row(rows, "cpu-layer", f"digits {n} {tuple(xin.shape)} {ch.key}", b, t)
         pol = Policy.uniform(names, ch)
         km = convert(m, pol, ranges)
-        b, t = measure_pair(lambda: _call(m, x), lambda: _call(km, x), dev, repeats)
+        b, t = measure_pair(lambda: call_model(m, x), lambda: call_model(km, x), dev, repeats)
         _row(rows, "cpu-model", f"digits batch {x.shape[0]} uniform {ch.key}", b, t)
     g = torch.Generator().manual_seed(0)
     for mm, kk, nn in ((1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (128, 1024, 1024)):

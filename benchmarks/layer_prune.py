@@ -17,7 +17,8 @@ import torch
 from autocomp.allocators.layer_prune import (DEFAULT_RATIOS, additivity, allocate_pruning, distortion_curves,
                                              joint_distortion, pruning_policy)
 from autocomp.policy import apply
-from autocomp.profile import _call, profile_model
+from autocomp.modules import call_model
+from autocomp.profile import profile_model
 from autocomp.workload import load_workload
 
 
@@ -25,7 +26,7 @@ def accuracy(model, workload) -> float:
     correct = total = 0
     with torch.no_grad():
         for x, y in workload.eval:
-            correct += int((_call(model, x).argmax(-1) == y).sum())
+            correct += int((call_model(model, x).argmax(-1) == y).sum())
             total += int(y.shape[0])
     return correct / max(total, 1)
 

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,8 +26,9 @@ import torch
 from autocomp.errors import AutocompError
 from autocomp.kernels.modules import convert
 from autocomp.kernels.timing import measure, resolve_device
+from autocomp.modules import batch_size, call_model, capture_inputs
 from autocomp.policy import FLOAT_CHOICE, Policy
-from autocomp.profile import _call, profile_model
+from autocomp.profile import profile_model
 
 LATENCY_TABLE_VERSION = 1
 
@@ -80,26 +82,14 @@ def profile_latency(workload, space, device: str = "auto", repeats: int = 20,
             on_layer(l.name)
     model.to("cpu")
     return {"version": LATENCY_TABLE_VERSION, "model": workload.spec or workload.name, "device": str(dev),
-            "batch": int(_batch(sample)), "threads": torch.get_num_threads(), "table": table}
-
-
-def _batch(sample: Any) -> int:
-    from autocomp.profile import _batch_size
-
-    return _batch_size(sample)
+            "batch": batch_size(sample), "threads": torch.get_num_threads(), "table": table}
 
 
 def _layer_inputs(model: torch.nn.Module, names: list[str], sample: Any) -> dict[str, torch.Tensor]:
-    mods = dict(model.named_modules())
-    seen: dict[str, torch.Tensor] = {}
-    hs = [mods[n].register_forward_pre_hook(lambda m, a, n=n: seen.setdefault(n, a[0].detach())) for n in names]
-    try:
-        with torch.no_grad():
-            _call(model, sample)
-    finally:
-        for h in hs:
-            h.remove()
-    return seen
+    """Each called layer's first input on ``sample``."""
+    with capture_inputs(model, names) as seen, torch.no_grad():
+        call_model(model, sample)
+    return {n: calls[0] for n, calls in seen.items() if calls}
 
 
 def save_latency_table(doc: Mapping[str, Any], path: str | Path) -> None:
@@ -112,7 +102,9 @@ def save_latency_table(doc: Mapping[str, Any], path: str | Path) -> None:
 def load_latency_table(path: str | Path) -> dict[str, dict[str, float]]:
     """Read a table file (the document above, or a bare ``{layer: {choice: seconds}}``)."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise AutocompError(f"latency table {path} is not UTF-8 text (byte {e.start})") from e
     except OSError as e:
         raise AutocompError(f"cannot read latency table {path}: {e.strerror}") from e
     except json.JSONDecodeError as e:
@@ -121,6 +113,12 @@ def load_latency_table(path: str | Path) -> dict[str, dict[str, float]]:
     if not isinstance(table, dict) or not all(isinstance(r, dict) for r in table.values()):
         raise AutocompError(f"latency table {path}: expected {{layer: {{choice_key: seconds}}}}")
     try:
-        return {str(l): {str(k): float(v) for k, v in row.items()} for l, row in table.items()}
+        out = {str(l): {str(k): float(v) for k, v in row.items()} for l, row in table.items()}
     except (TypeError, ValueError) as e:
         raise AutocompError(f"latency table {path}: a latency is not a number ({e})") from e
+    for layer, row in out.items():
+        for key, v in row.items():
+            # json reads NaN/Infinity; a budget on them would be meaningless
+            if not math.isfinite(v) or v < 0:
+                raise AutocompError(f"latency table {path}: {layer} {key} is {v!r}, not a finite latency >= 0")
+    return out

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from autocomp.kernels.packing import container_bits, pack, unpack
+from autocomp.modules import is_linear, weight_of
 from autocomp.policy import Choice, Policy, compress_layer, input_range, policy_modules
 from autocomp.quant import act_qparams, fake_quant_act, is_float, prune_mask, quantize_weight_codes
 
@@ -167,7 +168,7 @@ class QuantLinear(_QuantBase):
     def from_float(cls, mod: torch.nn.Module, choice: Choice, act_range: tuple[float, float] | None = None,
                    group_size: int | None = None, backend: str = "auto") -> "QuantLinear":
         """Quantize a ``torch.nn.Linear`` (or transformers' ``Conv1D``) following ``choice``."""
-        w = mod.weight.t() if type(mod).__name__ == "Conv1D" else mod.weight
+        w = weight_of(mod)
         codes, scale = weight_codes(w, choice, group_size)
         return cls(codes, scale, mod.bias, choice, act_range, group_size, backend)
 
@@ -268,7 +269,7 @@ def convert(model: torch.nn.Module, policy: Policy,
             continue
         if isinstance(mod, torch.nn.Conv2d):
             new = QuantConv2d.from_float(mod, choice, rng, group_size, backend)
-        elif isinstance(mod, torch.nn.Linear) or type(mod).__name__ == "Conv1D":
+        elif is_linear(mod):
             new = QuantLinear.from_float(mod, choice, rng, group_size, backend)
         else:
             compress_layer(mod, choice, rng)  # Conv1d: no kernel here

@@ -15,13 +15,13 @@ triton_wq       1e-2     activations and dequantized weights in fp16 (11-bit man
 ==============  =======  ==========================================================
 
 It then times a whole forward pass of the uncompressed float model and of the kernel model on
-the same device and batch. :func:`validate_study` does this for a study's front (or chosen
+the same device and batch. :func:`autocomp.stages.validate.validate_study` does this for a study's front (or chosen
 policies) and writes the figures back into the study's PTQ evaluations, where
 ``autocomp front show`` displays them.
 
 Example:
-    >>> from autocomp.store import Store
-    >>> reports = validate_study(Store("sqlite:///autocomp.db"), "first", device="cpu")  # doctest: +SKIP
+    >>> rep = validate_policy(model, policy, ranges, sample, torch.device("cpu"), 20, metric, batches)  # doctest: +SKIP
+    >>> rep.ok, rep.speedup                                                                         # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -30,11 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from autocomp.errors import AutocompError
 from autocomp.kernels.modules import _QuantBase, convert
 from autocomp.kernels.timing import measure_pair, resolve_device
 from autocomp.policy import Policy, apply
-from autocomp.profile import _call, is_quantizable
+from autocomp.modules import batch_size, call_model
 
 BOUNDS = {"reference": 1e-5, "cpu_int8": 1e-4, "triton_w8a8": 1e-3, "triton_wq": 1e-2}
 ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)  # as the PTQ evaluators calibrate them
@@ -125,7 +124,7 @@ def layer_errors(sim: torch.nn.Module, kmodel: torch.nn.Module, sample: Any, dev
         handles.append(smods[name].register_forward_hook(post))
     try:
         with torch.no_grad():
-            _call(sim, sample)
+            call_model(sim, sample)
     finally:
         for h in handles:
             h.remove()
@@ -164,70 +163,10 @@ def validate_policy(model: torch.nn.Module, policy: Policy, act_ranges: Mapping,
     rep.layers = layer_errors(sim, kmodel, sample, dev)
     fp = model.to(dev).eval()
     x = _to(sample, dev)
-    rep.batch = int(_first_tensor(sample).shape[0])
-    rep.fp32_latency, rep.latency = measure_pair(lambda: _call(fp, x), lambda: _call(kmodel, x), dev, repeats)
+    rep.batch = batch_size(sample)
+    rep.fp32_latency, rep.latency = measure_pair(lambda: call_model(fp, x), lambda: call_model(kmodel, x), dev, repeats)
     model.to("cpu")
     if metric is not None and eval_batches is not None:
         with torch.no_grad():
             rep.kernel_accuracy = float(metric(kmodel, _to(list(eval_batches), dev)))
     return rep
-
-
-def _first_tensor(obj: Any) -> torch.Tensor:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)):
-        return _first_tensor(obj[0])
-    return _first_tensor(next(iter(obj.values())))
-
-
-def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = None, device: str = "auto",
-                   repeats: int = 20, on_report: Callable[[ValidationReport], None] | None = None) -> list[ValidationReport]:
-    """Validate a study's front (or ``policy_ids``) and write the figures into its evaluations.
-
-    Each report is persisted as soon as it is measured (``Store.update_evaluation`` on the
-    ``ptq`` evaluation: ``latency`` in seconds, plus ``latency_ms``, ``speedup``,
-    ``kernel_max_rel_err``, ``device`` ...).
-    """
-    from autocomp.calibrate import activation_ranges, activation_stats
-    from autocomp.report import front
-    from autocomp.workload import load_workload
-
-    dev = resolve_device(device)
-    study = store.get_study(study_name)
-    if policy_ids:
-        infos = [store.get_policy(study, pid) for pid in policy_ids]
-    else:
-        ids = [p["policy_id"] for p in front(store, study)]
-        if "latency" in study.config.get("front_costs", []):
-            # The front is ranked on latency: measure every policy, or measured whole-model times
-            # would be ranked against per-layer table sums.
-            ids = [e.policy_id for e in store.list_evaluations(study)]
-        if not ids:
-            raise AutocompError(f"study {study_name!r} has no evaluated policies to validate: run `autocomp search` first")
-        infos = [store.get_policy(study, pid) for pid in ids]
-    evaluated = store.evaluated_ids(study)
-    missing = [i.policy_id for i in infos if i.policy_id not in evaluated]
-    if missing:
-        raise AutocompError(f"policy {missing[0]} of study {study_name!r} has no PTQ evaluation yet: "
-                            f"run `autocomp search --study {study_name}` first")
-    workload = load_workload(study.config.get("model", "digits"))
-    model = workload.model()
-    names = [n for n, m in model.named_modules() if n and is_quantizable(m)]
-    ranges = activation_ranges(activation_stats(model, names, workload.calib), ACT_BITS)
-    sample = workload.sample_input()
-    # A latency the search stored came from the per-layer table: keep it next to the measurement.
-    estimated = {e.policy_id: e.latency for e in store.list_evaluations(study)
-                 if e.latency is not None and "device" not in e.extra}
-    reports = []
-    for info in infos:
-        pol = Policy.from_dict(info.policy)
-        rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval)
-        fields = rep.store_fields()
-        if info.policy_id in estimated:
-            fields["latency_table_ms"] = estimated[info.policy_id] * 1e3
-        store.update_evaluation(study, info.policy_id, kind="ptq", **fields)
-        reports.append(rep)
-        if on_report is not None:
-            on_report(rep)
-    return reports

@@ -1,58 +1,140 @@
-"""The proxy contract: ``Proxy.score(workload, layers, space) -> Sensitivity``.
+"""The proxy contract: ``Proxy.score(workload, layers, space) -> Sensitivity``, and its split.
 
-A sensitivity is per layer per choice: the predicted loss increase when that layer alone takes
-that choice (HAWQ-V2's Omega = Tr(H)/n * ||Q(W) - W||^2 is the model: a layer score times the
-choice's perturbation). Proxies are pure: no database, no Ray inside.
+A sensitivity is per layer per choice (see :mod:`autocomp.sensitivity`). Proxies are pure: no
+database, no Ray inside. A proxy plans its own split across processes:
+
+* :meth:`Proxy.parts` lists the independent pieces of work (:class:`Part`: a kind plus plain
+  data such as a batch index, probe ids or layer names), in a fixed order that never depends on
+  how many workers run them;
+* :meth:`Proxy.score_part` computes one piece and returns plain, picklable data;
+* :meth:`Proxy.combine` turns the results, in part order, into the :class:`Sensitivity`;
+* :meth:`Proxy.done` lets adaptive work stop early: a runner checks it on the results so far
+  (in part order) and hands :meth:`combine` the shortest prefix for which it holds.
+
+``score`` in process runs exactly that loop, so one process, one Ray worker and N Ray workers
+give the same result (``autocomp.workers.proxy_tasks.score_on_ray`` is the Ray runner). A proxy
+that does not split implements ``score`` only: it is then its own single part.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> from autocomp.proxies import Part, Proxy, Sensitivity
+    >>> class Ones(Proxy):
+    ...     name = "ones"
+    ...     @dataclass(frozen=True)
+    ...     class Options:
+    ...         value: float = 1.0
+    ...     def parts(self, workload, layers, space):          # one part per layer
+    ...         return [Part("layer", layers=(l.name,)) for l in layers]
+    ...     def score_part(self, workload, layers, space, part):
+    ...         return {part.layers[0]: self.config.value}
+    ...     def combine(self, workload, layers, space, results):
+    ...         scores = {k: v for r in results for k, v in r.items()}
+    ...         return Sensitivity(self.name, {n: {"w8a8": v} for n, v in scores.items()}, scores)
+    >>> from types import SimpleNamespace as L
+    >>> Ones(value=2).score(None, [L(name="a"), L(name="b")], None).omega
+    {'a': {'w8a8': 2.0}, 'b': {'w8a8': 2.0}}
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from autocomp.errors import AutocompError
+from autocomp.proxies._options import NoOptions, build_options
+from autocomp.registry import Registry
+from autocomp.sensitivity import Sensitivity
+from autocomp.values import check_version
 
-SENSITIVITY_VERSION = 1
+PART_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Sensitivity:
-    """``omega[layer][choice_key]``: predicted degradation; ``layer_scores``: the layer factor."""
+class Part:
+    """One independent piece of a proxy's work: a ``kind`` and the plain data it needs.
 
-    proxy: str
-    omega: dict[str, dict[str, float]]
-    layer_scores: dict[str, float] = field(default_factory=dict)
-    version: int = SENSITIVITY_VERSION
+    Example:
+        >>> Part.from_dict(Part("batch", batch=2).to_dict())
+        Part(kind='batch', batch=2, probes=(), layers=(), version=1)
+    """
+
+    kind: str = "whole"
+    batch: int | None = None
+    probes: tuple[int, ...] = ()
+    layers: tuple[str, ...] = ()
+    version: int = PART_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "proxy": self.proxy, "omega": self.omega, "layer_scores": self.layer_scores}
+        return {"version": self.version, "kind": self.kind, "batch": self.batch, "probes": list(self.probes),
+                "layers": list(self.layers)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Sensitivity":
-        return cls(proxy=d["proxy"], omega={k: dict(v) for k, v in d["omega"].items()},
-                   layer_scores=dict(d.get("layer_scores", {})))
-
-    def of(self, layer: str, choice_key: str) -> float:
-        return float(self.omega[layer][choice_key])
-
-    def predict(self, policy) -> float:
-        """Additive prediction of the policy's degradation (sum of per-layer omegas)."""
-        return sum(self.omega[n][c.key] for n, c in policy.layers if n in self.omega)
+    def from_dict(cls, d: Mapping[str, Any]) -> "Part":
+        check_version("Part", d, PART_VERSION)
+        return cls(kind=str(d["kind"]), batch=d.get("batch"), probes=tuple(int(i) for i in d.get("probes", ())),
+                   layers=tuple(str(n) for n in d.get("layers", ())))
 
 
 class Proxy:
-    """Base class. Subclasses set ``name`` and implement :meth:`score`."""
+    """Base class. Subclasses set ``name`` and ``Options`` (a frozen dataclass, default: none)
+    and implement either :meth:`score` (one part) or :meth:`parts` / :meth:`score_part` /
+    :meth:`combine` (and :meth:`done` when the work is adaptive)."""
 
     name: str = ""
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, **options: Any):
-        self.options = options
+        # Checked here, not in __init_subclass__: cloudpickle rebuilds a class by value from an
+        # empty skeleton, then adds its methods.
+        cls = type(self)
+        if cls.score is Proxy.score and cls.score_part is Proxy.score_part:
+            raise TypeError(f"{cls.__name__}: implement score, or parts / score_part / combine")
+        self.config = build_options(self.Options, options, self.name or type(self).__name__)
 
-    def score(self, workload, layers: Sequence, space) -> Sensitivity:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def config_dict(self) -> dict[str, Any]:
+        """The options as plain JSON-able values (``get_proxy(name, **config_dict())`` rebuilds it)."""
+        return dataclasses.asdict(self.config)
+
+    def score(self, workload, layers: Sequence, space) -> Sensitivity:
+        """Every part in order, in this process, then :meth:`combine` (what N Ray workers do)."""
+        results: list[Any] = []
+        for part in self.parts(workload, layers, space):
+            results.append(self.score_part(workload, layers, space, part))
+            if self.done(workload, layers, space, results):
+                break
+        return self.combine(workload, layers, space, results)
+
+    def parts(self, workload, layers: Sequence, space) -> list[Part]:
+        """The pieces of work, in a fixed order (default: the whole of :meth:`score`)."""
+        return [Part("whole")]
+
+    def score_part(self, workload, layers: Sequence, space, part: Part) -> Any:
+        """One piece of work (plain data). The default runs :meth:`score`."""
+        return self.score(workload, layers, space).to_dict()
+
+    def done(self, workload, layers: Sequence, space, results: Sequence[Any]) -> bool:
+        """Whether the results so far (in part order) suffice; later parts are then not needed."""
+        return False
+
+    def combine(self, workload, layers: Sequence, space, results: Sequence[Any]) -> Sensitivity:
+        """The sensitivity from the parts' results, in part order. The default: the one result."""
+        return Sensitivity.from_dict(results[0])
 
 
-_REGISTRY: dict[str, str | Callable[..., Proxy]] = {
+def layer_groups(layers: Sequence, groups: int) -> list[Part]:
+    """``groups`` parts of interleaved layers (``names[i::g]``), for proxies scored layer by layer.
+
+    Example:
+        >>> from types import SimpleNamespace as L
+        >>> [p.layers for p in layer_groups([L(name=n) for n in "abc"], 2)]
+        [('a', 'c'), ('b',)]
+    """
+    names = [l.name for l in layers]
+    g = max(1, min(groups, len(names)))
+    return [Part("layers", layers=tuple(names[i::g])) for i in range(g)]
+
+
+# Built-ins are imported when first asked for: listing proxies costs no torch import.
+_REGISTRY: Registry[Callable[..., Proxy]] = Registry("proxy", {
     "fisher": "autocomp.proxies.zero_cost:FisherProxy",
     "quant_mse": "autocomp.proxies.zero_cost:QuantMSEProxy",
     "loss_delta": "autocomp.proxies.measured:LossDeltaProxy",
@@ -62,29 +144,30 @@ _REGISTRY: dict[str, str | Callable[..., Proxy]] = {
     "snip": "autocomp.proxies.saliency:SnipProxy",
     "synflow": "autocomp.proxies.saliency:SynflowProxy",
     "grad_norm": "autocomp.proxies.saliency:GradNormProxy",
-}
+})
 
 
 def register(name: str, factory: str | Callable[..., Proxy]) -> None:
     """Register a proxy under ``name`` (a class, or ``"module:Class"`` imported lazily)."""
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def list_proxies() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_proxy(name: str, **options: Any) -> Proxy:
-    """Instantiate a registered proxy; unknown names raise a one-line :class:`AutocompError`."""
-    if name.startswith("evolved:") and "evolved" in _REGISTRY:
-        return _resolve(_REGISTRY["evolved"])(expression=name.split(":", 1)[1], **options)
-    if name not in _REGISTRY:
-        raise AutocompError(f"unknown proxy {name!r}: choose from {', '.join(list_proxies())}")
-    return _resolve(_REGISTRY[name])(**options)
+    """Instantiate a registered proxy with its options checked.
 
+    Raises:
+        AutocompError: an unknown name, an unknown option or a bad value (one line).
 
-def _resolve(f: str | Callable[..., Proxy]) -> Callable[..., Proxy]:
-    if isinstance(f, str):
-        mod, _, attr = f.partition(":")
-        return getattr(importlib.import_module(mod), attr)
-    return f
+    Example:
+        >>> get_proxy("hessian_trace", max_probes=8).config_dict()["max_probes"]
+        8
+        >>> get_proxy("hessian_trace", max_probes=0)
+        Traceback (most recent call last):
+        ...
+        autocomp.errors.AutocompError: proxy 'hessian_trace': max_probes must be at least 1, got 0
+    """
+    return _REGISTRY.get(name)(**options)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from autocomp.policy import weight_of
-from autocomp.proxies._base import Sensitivity
+from autocomp.modules import weight_of
+from autocomp.proxies._base import Proxy
 from autocomp.proxies.zero_cost import act_mse, omega_table
+from autocomp.sensitivity import Sensitivity
 
 
 def relative_omega(layers: Sequence, space, model, calib, scores: dict[str, float], proxy: str) -> Sensitivity:
@@ -32,3 +33,23 @@ def relative_omega(layers: Sequence, space, model, calib, scores: dict[str, floa
 
     omega = omega_table(layers, space, model, calib, term)
     return Sensitivity(proxy, omega, {n: float(scores.get(n, 0.0)) for n in (l.name for l in layers)})
+
+
+class LayerScoreProxy(Proxy):
+    """A proxy that scores each layer once (implement :meth:`layer_scores`); the sensitivity is
+    that score times each choice's relative perturbation (:func:`relative_omega`).
+
+    Example:
+        >>> class Ones(LayerScoreProxy):
+        ...     name = "ones"
+        ...     def layer_scores(self, workload, names):
+        ...         return {n: 1.0 for n in names}
+        >>> Ones().score(wl, layers, space).layer_scores   # doctest: +SKIP
+    """
+
+    def layer_scores(self, workload, names: Sequence[str]) -> dict[str, float]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def score(self, workload, layers: Sequence, space) -> Sensitivity:
+        scores = self.layer_scores(workload, [l.name for l in layers])
+        return relative_omega(layers, space, workload.model(), workload.calib, scores, self.name)

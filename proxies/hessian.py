@@ -27,6 +27,8 @@ mean loss of the batch, so the per-element squared error needs no further scalin
 Example:
     >>> from autocomp.proxies import get_proxy
     >>> sens = get_proxy("hessian_trace", max_probes=32).score(wl, layers, space)  # doctest: +SKIP
+    >>> [p.kind for p in get_proxy("hessian_trace").parts(wl, layers, space)]     # doctest: +SKIP
+    ['batch', 'batch', 'batch', 'batch']
 """
 from __future__ import annotations
 
@@ -39,10 +41,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from autocomp.errors import AutocompError
-from autocomp.policy import weight_of
-from autocomp.profile import _call
-from autocomp.proxies._base import Proxy, Sensitivity
+from autocomp.modules import call_model, weight_of
+from autocomp.proxies._base import Part, Proxy, layer_groups
+from autocomp.proxies._options import at_least, require
 from autocomp.proxies.zero_cost import act_mse, needs_act_quant, omega_table
+from autocomp.sensitivity import Sensitivity
 
 ACT = "act:"  # prefix of the block holding a layer's input activation
 
@@ -273,7 +276,7 @@ class _Grad:
             raise AutocompError(f"unknown Hessian trace estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
         self.inputs.clear()
         x, y = batch
-        out = _call(self.model, x)
+        out = call_model(self.model, x)
         keys = list(self.names)
         variables = [self.mods[n].weight for n in self.names]
         if self.activations:
@@ -437,23 +440,65 @@ class HessianTraceProxy(Proxy):
 
     Options: ``tol`` (relative, default 1e-2), ``max_probes`` (per batch, default 32),
     ``min_probes`` (default 8), ``seed``, ``estimator`` (``auto`` | ``hvp`` | ``ggn``, see the
-    module docstring); ``traces`` (precomputed, e.g. from Ray tasks).
+    module docstring), ``probe_chunk`` (probes per part of a single-batch run, default 4).
+
+    Split: one part per calibration batch, each with its own stopping rule. With a single batch,
+    parts of ``probe_chunk`` probes in probe order; :meth:`done` holds once the serial stopping
+    rule has fired, and :meth:`combine` keeps the probes the serial loop would have used.
     """
 
     name = "hessian_trace"
 
-    def score(self, workload, layers, space) -> Sensitivity:
-        o = self.options
-        model = workload.model()
+    @dataclass(frozen=True)
+    class Options:
+        tol: float = 1e-2
+        max_probes: int = 32
+        min_probes: int = 8
+        estimator: str = "auto"
+        seed: int = 0
+        probe_chunk: int = 4
+
+        def __post_init__(self) -> None:
+            at_least(self, tol=0, max_probes=1, min_probes=1, probe_chunk=1)
+            require(self.estimator in ESTIMATORS,
+                    f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+
+    def parts(self, workload, layers, space) -> list[Part]:
+        o = self.config
+        if len(workload.calib) != 1:
+            return [Part("batch", batch=b) for b in range(len(workload.calib))]
+        return [Part("probes", batch=0, probes=tuple(range(i, min(i + o.probe_chunk, o.max_probes))))
+                for i in range(0, o.max_probes, o.probe_chunk)]
+
+    def score_part(self, workload, layers, space, part: Part) -> dict[str, Any]:
+        o = self.config
         names = [l.name for l in layers]
-        traces = o.get("traces")
-        if traces is None:
-            traces = hutchinson_traces(model, workload.loss, workload.calib, names, int(o.get("seed", 0)),
-                                       float(o.get("tol", 1e-2)), int(o.get("max_probes", 32)),
-                                       int(o.get("min_probes", 8)), _needs_act(layers, space),
-                                       str(o.get("estimator", "auto")))
+        batch = workload.calib[part.batch]
+        acts = _needs_act(layers, space)
+        if part.kind == "probes":
+            return {"values": probe_values(workload.model(), workload.loss, batch, names, part.probes, o.seed,
+                                           part.batch, acts, o.estimator)}
+        tr, used = batch_traces(workload.model(), workload.loss, batch, names, o.seed, part.batch, o.tol,
+                                o.max_probes, o.min_probes, acts, estimator=o.estimator)
+        return {"traces": tr, "weight": int(batch[1].shape[0]), "probes": used}
+
+    def _kept(self, results) -> tuple[list[dict[str, float]], int | None]:
+        vals = [d for r in results for d in r["values"]]
+        return vals, stop_index([sum(d.values()) for d in vals], self.config.tol, self.config.min_probes)
+
+    def done(self, workload, layers, space, results) -> bool:
+        return bool(results) and "values" in results[0] and self._kept(results)[1] is not None
+
+    def combine(self, workload, layers, space, results) -> Sensitivity:
+        if results and "values" in results[0]:
+            vals, k = self._kept(results)
+            traces = reduce_probes(vals, k or len(vals))
+        else:
+            traces = combine_batches([(r["traces"], r["weight"]) for r in results])
         check_finite(traces, "the Hessian trace")
+        model = workload.model()
         mods = dict(model.named_modules())
+        names = [l.name for l in layers]
         scores = {n: traces.get(n, 0.0) / max(weight_of(mods[n]).numel(), 1) for n in names}
         return hawq_omega(layers, space, model, workload.calib, traces, self.name, scores)
 
@@ -461,23 +506,38 @@ class HessianTraceProxy(Proxy):
 class HessianEigProxy(Proxy):
     """HAWQ: top Hessian eigenvalue per layer (power iteration), times ||C(W) - W||^2.
 
-    Options: ``tol`` (default 1e-3), ``max_iter`` (default 30), ``seed``; ``eigs`` (precomputed).
-    Activation choices are weighted by the layer's weight eigenvalue times the activation MSE
-    (a stand-in: HAWQ defines no activation eigenvalue).
+    Options: ``tol`` (default 1e-3), ``max_iter`` (default 30), ``seed``, ``groups`` (layer
+    groups the work is split into, default 4). Activation choices are weighted by the layer's
+    weight eigenvalue times the activation MSE (a stand-in: HAWQ defines no activation eigenvalue).
     """
 
     name = "hessian_eig"
 
-    def score(self, workload, layers, space) -> Sensitivity:
-        o = self.options
-        model = workload.model()
+    @dataclass(frozen=True)
+    class Options:
+        tol: float = 1e-3
+        max_iter: int = 30
+        seed: int = 0
+        groups: int = 4
+
+        def __post_init__(self) -> None:
+            at_least(self, tol=0, max_iter=1, groups=1)
+
+    def parts(self, workload, layers, space) -> list[Part]:
+        return layer_groups(layers, self.config.groups)
+
+    def score_part(self, workload, layers, space, part: Part) -> dict[str, Any]:
+        o = self.config
+        return {"eigs": top_eigenvalues(workload.model(), workload.loss, workload.calib, list(part.layers), o.seed,
+                                        o.tol, o.max_iter)}
+
+    def combine(self, workload, layers, space, results) -> Sensitivity:
+        found = {k: v for r in results for k, v in r["eigs"].items()}
         names = [l.name for l in layers]
-        eigs = o.get("eigs")
-        if eigs is None:
-            eigs = top_eigenvalues(model, workload.loss, workload.calib, names, int(o.get("seed", 0)),
-                                   float(o.get("tol", 1e-3)), int(o.get("max_iter", 30)))
+        eigs = {n: found[n] for n in names if n in found}
         check_finite(eigs, "the top Hessian eigenvalue")
         # Omega = lambda_max * ||dW||^2 bounds the quadratic term from above (HAWQ's ordering).
+        model = workload.model()
         mods = dict(model.named_modules())
         traces = {n: eigs.get(n, 0.0) * max(weight_of(mods[n]).numel(), 1) for n in names}
         if _needs_act(layers, space):

@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from autocomp.errors import AutocompError
-from autocomp.profile import _call, is_quantizable
-from autocomp.proxies._base import Proxy, Sensitivity
+from autocomp.modules import call_model, is_quantizable, is_transposed
+from autocomp.proxies._base import Part, Proxy
 from autocomp.proxies._omega import relative_omega
+from autocomp.proxies._options import at_least, require
+from autocomp.sensitivity import Sensitivity
 
 RULES = ("epsilon", "zplus", "gamma")
 _ACTIVATIONS = (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.LeakyReLU,
@@ -69,7 +71,7 @@ def _modified(mod: torch.nn.Module, x: torch.Tensor, rule: str, gamma: float) ->
         return F.conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
     if isinstance(mod, torch.nn.Conv1d):
         return F.conv1d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
-    if type(mod).__name__ == "Conv1D":  # transformers' GPT-2 layer: x @ W + b
+    if is_transposed(mod):  # transformers' GPT-2 layer: x @ W + b
         out = x @ w
         return out + b if b is not None else out
     raise AutocompError(f"lrp: no rule for {type(mod).__name__}")
@@ -189,7 +191,7 @@ def relevance_per_layer(model: torch.nn.Module, x, names: Sequence[str], target:
     """
     model.eval()
     with LRPContext(model, names, **rule_options) as ctx:
-        out = _call(model, x)
+        out = call_model(model, x)
         logits = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
         if logits is None:
             logits = out[0]
@@ -225,16 +227,33 @@ def contribution_scores(model: torch.nn.Module, batches, names: Sequence[str], *
 class LRPProxy(Proxy):
     """LRP-QViT contribution score per layer times the choice's relative perturbation.
 
-    Options: ``rule`` (epsilon | zplus | gamma, default epsilon), ``eps`` (1e-6), ``gamma`` (0.25);
-    ``scores`` (precomputed, e.g. from Ray tasks).
+    Options: ``rule`` (epsilon | zplus | gamma, default epsilon), ``eps`` (1e-6), ``gamma`` (0.25).
+    Split: one part per calibration batch; scores are averaged weighted by batch size.
     """
 
     name = "lrp"
 
-    def score(self, workload, layers, space) -> Sensitivity:
-        o = self.options
-        model = workload.model()
-        names = [l.name for l in layers]
-        scores = o.get("scores") or contribution_scores(model, workload.calib, names, default_rule=str(o.get("rule", "epsilon")),
-                                     eps=float(o.get("eps", 1e-6)), gamma=float(o.get("gamma", 0.25)))
-        return relative_omega(layers, space, model, workload.calib, scores, self.name)
+    @dataclass(frozen=True)
+    class Options:
+        rule: str = "epsilon"
+        eps: float = 1e-6
+        gamma: float = 0.25
+
+        def __post_init__(self) -> None:
+            require(self.rule in RULES, f"unknown rule {self.rule!r}: use one of {', '.join(RULES)}")
+            at_least(self, eps=0, gamma=0)
+
+    def parts(self, workload, layers, space) -> list[Part]:
+        return [Part("batch", batch=b) for b in range(len(workload.calib))]
+
+    def score_part(self, workload, layers, space, part: Part) -> dict[str, Any]:
+        o = self.config
+        batch = workload.calib[part.batch]
+        scores = contribution_scores(workload.model(), [batch], [l.name for l in layers], default_rule=o.rule,
+                                     eps=o.eps, gamma=o.gamma)
+        return {"scores": scores, "weight": int(batch[1].shape[0])}
+
+    def combine(self, workload, layers, space, results) -> Sensitivity:
+        total = sum(r["weight"] for r in results) or 1
+        scores = {l.name: sum(r["scores"][l.name] * r["weight"] for r in results) / total for l in layers}
+        return relative_omega(layers, space, workload.model(), workload.calib, scores, self.name)

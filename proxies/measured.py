@@ -6,30 +6,63 @@ deltas. Cost: one forward pass over the calibration batches per (layer, choice);
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from autocomp.calibrate import activation_ranges, activation_stats
-from autocomp.policy import Choice, apply, weight_of
-from autocomp.profile import _call
-from autocomp.proxies._base import Proxy, Sensitivity
-from autocomp.quant import compress_weight, fake_quant_act, is_float
+from autocomp.modules import call_model
+from autocomp.policy import compress_layer, input_range
+from autocomp.proxies._base import Part, Proxy, layer_groups
+from autocomp.proxies._options import at_least
+from autocomp.quant import is_float
+from autocomp.sensitivity import Sensitivity
 
 
 def calibration_loss(model: torch.nn.Module, workload) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in workload.calib:
-            total += float(workload.loss(_call(model, x), y)) * int(y.shape[0])
+            total += float(workload.loss(call_model(model, x), y)) * int(y.shape[0])
             n += int(y.shape[0])
     return total / max(n, 1)
 
 
 class LossDeltaProxy(Proxy):
-    """omega(l, c) = L(model with only layer l compressed by c) - L(model), on calibration data."""
+    """omega(l, c) = L(model with only layer l compressed by c) - L(model), on calibration data.
+
+    Options: ``groups`` (layer groups the work is split into, default 4). Each layer is measured
+    alone, so a group's result does not depend on the other groups.
+    """
 
     name = "loss_delta"
 
-    def score(self, workload, layers, space) -> Sensitivity:
+    @dataclass(frozen=True)
+    class Options:
+        groups: int = 4
+
+        def __post_init__(self) -> None:
+            at_least(self, groups=1)
+
+    def parts(self, workload, layers, space) -> list[Part]:
+        return layer_groups(layers, self.config.groups)
+
+    def score_part(self, workload, layers, space, part: Part) -> dict[str, Any]:
+        # Bound to the whole model first: @first / @last must name its layers, not the group's.
+        space = space.bind(layers)
+        subset = [l for l in layers if l.name in set(part.layers)]
+        return self._measure(workload, subset, space).to_dict()
+
+    def combine(self, workload, layers, space, results) -> Sensitivity:
+        omega = {n: r for res in results for n, r in res["omega"].items()}
+        scores = {n: v for res in results for n, v in res["layer_scores"].items()}
+        # The profile's layer order, whatever the grouping.
+        order = [l.name for l in layers]
+        return Sensitivity(self.name, {n: omega[n] for n in order if n in omega},
+                           {n: scores[n] for n in order if n in scores})
+
+    def _measure(self, workload, layers, space) -> Sensitivity:
         model = workload.model()
         names = [l.name for l in layers]
         choices = space.choices(layers)
@@ -43,15 +76,7 @@ class LossDeltaProxy(Proxy):
             w0 = mod.weight.detach().clone()
             row = {}
             for c in choices[l.name]:
-                handle = None
-                with torch.no_grad():
-                    w = compress_weight(weight_of(mod).detach(), c.w_bits, c.prune)
-                    mod.weight.copy_(w.t() if type(mod).__name__ == "Conv1D" else w)
-                if not is_float(c.a_bits):
-                    lo, hi = ranges[l.name][int(c.a_bits)]
-                    bits = int(c.a_bits)
-                    handle = mod.register_forward_pre_hook(
-                        lambda m, a, lo=lo, hi=hi, b=bits: (fake_quant_act(a[0], lo, hi, b),) + tuple(a[1:]))
+                handle = compress_layer(mod, c, input_range(ranges, l.name, c))
                 try:
                     row[c.key] = max(calibration_loss(model, workload) - base, 0.0)
                 finally:

@@ -1,8 +1,8 @@
 """Zero-cost saliency proxies: ``snip``, ``grad_norm`` (one backward pass per calibration chunk)
 and ``synflow`` (data-free: one pass with all-ones input through the absolute-valued network).
 
-Each gives a per-layer score; :func:`autocomp.proxies._omega.relative_omega` turns it into a
-per-choice sensitivity.
+Each gives a per-layer score (:class:`autocomp.proxies._omega.LayerScoreProxy`), which
+:func:`autocomp.proxies._omega.relative_omega` turns into a per-choice sensitivity.
 
 Example:
     >>> from autocomp.proxies import get_proxy
@@ -15,10 +15,9 @@ from typing import Sequence
 
 import torch
 
-from autocomp.policy import weight_of
-from autocomp.profile import _call
-from autocomp.proxies._base import Proxy, Sensitivity
-from autocomp.proxies._omega import relative_omega
+from autocomp.modules import call_model, weight_of
+from autocomp.proxies._omega import LayerScoreProxy
+from autocomp.proxies._options import ChunkOptions
 from autocomp.proxies.zero_cost import _chunks
 
 
@@ -38,7 +37,7 @@ def gradient_stats(workload, names: Sequence[str], chunk: int = 64) -> tuple[dic
             p.requires_grad_(True)
         for x, y in workload.calib:
             for xs, ys in _chunks(x, y, chunk):
-                grads = torch.autograd.grad(workload.loss(_call(model, xs), ys), params, allow_unused=True)
+                grads = torch.autograd.grad(workload.loss(call_model(model, xs), ys), params, allow_unused=True)
                 for n, p, g in zip(names, params, grads):
                     if g is not None:
                         snip[n] += float((g * p.detach()).abs().sum())
@@ -75,43 +74,39 @@ def synflow_scores(model: torch.nn.Module, sample, names: Sequence[str]) -> dict
             return {k: ones(v) for k, v in x.items()}
         return type(x)(ones(v) for v in x)
 
-    out = _call(m, ones(sample))
+    out = call_model(m, ones(sample))
     out = out if isinstance(out, torch.Tensor) else getattr(out, "logits", out[0])
     grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
     return {n: float((g * p.detach()).sum()) if g is not None else 0.0 for n, p, g in zip(names, params, grads)}
 
 
-class SnipProxy(Proxy):
-    """SNIP: connection saliency sum|dL/dW * W| per layer."""
+class SnipProxy(LayerScoreProxy):
+    """SNIP: connection saliency sum|dL/dW * W| per layer. Options: ``chunk`` (default 64)."""
 
     name = "snip"
+    Options = ChunkOptions
 
-    def score(self, workload, layers, space) -> Sensitivity:
-        names = [l.name for l in layers]
-        snip, _ = gradient_stats(workload, names, int(self.options.get("chunk", 64)))
-        return relative_omega(layers, space, workload.model(), workload.calib, snip, self.name)
+    def layer_scores(self, workload, names: Sequence[str]) -> dict[str, float]:
+        return gradient_stats(workload, names, self.config.chunk)[0]
 
 
-class GradNormProxy(Proxy):
-    """Gradient norm ||dL/dW|| per layer."""
+class GradNormProxy(LayerScoreProxy):
+    """Gradient norm ||dL/dW|| per layer. Options: ``chunk`` (default 64)."""
 
     name = "grad_norm"
+    Options = ChunkOptions
 
-    def score(self, workload, layers, space) -> Sensitivity:
-        names = [l.name for l in layers]
-        _, gn = gradient_stats(workload, names, int(self.options.get("chunk", 64)))
+    def layer_scores(self, workload, names: Sequence[str]) -> dict[str, float]:
+        _, gn = gradient_stats(workload, names, self.config.chunk)
         mods = dict(workload.model().named_modules())
         # ||g|| * ||W|| gives the first-order loss change scale of a relative perturbation.
-        scores = {n: gn[n] * float(weight_of(mods[n]).detach().norm()) for n in names}
-        return relative_omega(layers, space, workload.model(), workload.calib, scores, self.name)
+        return {n: gn[n] * float(weight_of(mods[n]).detach().norm()) for n in names}
 
 
-class SynflowProxy(Proxy):
+class SynflowProxy(LayerScoreProxy):
     """SynFlow (data-free): synaptic flow sum(dR/dW * W) per layer."""
 
     name = "synflow"
 
-    def score(self, workload, layers, space) -> Sensitivity:
-        names = [l.name for l in layers]
-        scores = synflow_scores(workload.model(), workload.sample_input(), names)
-        return relative_omega(layers, space, workload.model(), workload.calib, scores, self.name)
+    def layer_scores(self, workload, names: Sequence[str]) -> dict[str, float]:
+        return synflow_scores(workload.model(), workload.sample_input(), names)

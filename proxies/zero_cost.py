@@ -1,15 +1,17 @@
 """Zero-cost proxies that need at most one backward pass per calibration chunk."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from autocomp.calibrate import activation_stats
-from autocomp.policy import weight_of
-from autocomp.profile import _call
-from autocomp.proxies._base import Proxy, Sensitivity
+from autocomp.modules import call_model, capture_inputs, output_first, weight_of
+from autocomp.proxies._base import Proxy
+from autocomp.proxies._options import ChunkOptions
 from autocomp.quant import compress_weight, fake_quant_act, is_float
+from autocomp.sensitivity import Sensitivity
 
 
 def choice_perturbations(module: torch.nn.Module, choices) -> dict[str, torch.Tensor]:
@@ -67,45 +69,39 @@ def fisher_diagonals(workload, names: Sequence[str], chunk: int = 16):
     mods = dict(model.named_modules())
     fw = {n: torch.zeros_like(weight_of(mods[n]), dtype=torch.float32) for n in names}
     fx = {n: 0.0 for n in names}
-    inputs: dict[str, torch.Tensor] = {}
-
-    def hook_for(n):
-        def hook(mod, args):
-            x = args[0]
-            if x.requires_grad:
-                x.retain_grad()
-                inputs[n] = x
-        return hook
-
-    handles = [mods[n].register_forward_pre_hook(hook_for(n)) for n in names]
     params = {n: mods[n].weight for n in names}
     req = {n: p.requires_grad for n, p in params.items()}
     count = 0
     try:
         for p in params.values():
             p.requires_grad_(True)
-        for x, y in workload.calib:
-            for xs, ys in _chunks(x, y, chunk):
-                model.zero_grad(set_to_none=True)
-                inputs.clear()
-                xs = _requires_grad(xs)
-                loss = workload.loss(_call(model, xs), ys)
-                loss.backward()
-                for n in names:
-                    g = params[n].grad
-                    if g is not None:
-                        g = g.t() if type(mods[n]).__name__ == "Conv1D" else g
-                        fw[n] += g.detach().float() ** 2
-                    xi = inputs.get(n)
-                    if xi is not None and xi.grad is not None:
-                        fx[n] += float((xi.grad.detach().float() ** 2).sum())
-                count += 1
+        with capture_inputs(model, names, detach=False) as seen:
+            for x, y in workload.calib:
+                for xs, ys in _chunks(x, y, chunk):
+                    model.zero_grad(set_to_none=True)
+                    for calls in seen.values():
+                        calls.clear()
+                    xs = _requires_grad(xs)
+                    loss = workload.loss(call_model(model, xs), ys)
+                    inputs = {}   # a layer's input on the autograd path (a shared layer: its last call's)
+                    for n, calls in seen.items():
+                        on_path = [t for t in calls if t.requires_grad]
+                        if on_path:
+                            inputs[n] = on_path[-1]
+                            inputs[n].retain_grad()
+                    loss.backward()
+                    for n in names:
+                        g = params[n].grad
+                        if g is not None:
+                            fw[n] += output_first(mods[n], g).detach().float() ** 2
+                        xi = inputs.get(n)
+                        if xi is not None and xi.grad is not None:
+                            fx[n] += float((xi.grad.detach().float() ** 2).sum())
+                    count += 1
     finally:
-        for h in handles:
-            h.remove()
         for n, p in params.items():
             p.requires_grad_(req[n])
-            p.grad = None
+        model.zero_grad(set_to_none=True)   # biases and norms got gradients too: the model is shared
     count = max(count, 1)
     return {n: v / count for n, v in fw.items()}, {n: v / count for n, v in fx.items()}
 
@@ -133,13 +129,19 @@ class FisherProxy(Proxy):
     """Diagonal-Fisher weighted compression error (an OBD-style second-order estimate).
 
     omega(l, c) = sum_i F_ii (C(W)_i - W_i)^2  +  E[(dL/dx)^2] * numel(x) * MSE_act(c.a_bits)
+
+    Options: ``chunk`` (samples per gradient, default 16).
     """
 
     name = "fisher"
 
+    @dataclass(frozen=True)
+    class Options(ChunkOptions):
+        chunk: int = 16
+
     def score(self, workload, layers, space) -> Sensitivity:
         names = [l.name for l in layers]
-        fw, fx = fisher_diagonals(workload, names, chunk=int(self.options.get("chunk", 16)))
+        fw, fx = fisher_diagonals(workload, names, chunk=self.config.chunk)
         model = workload.model()
 
         def term(n, c, dw, act) -> float:

@@ -26,7 +26,7 @@ import fnmatch
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import yaml
 
@@ -107,6 +107,55 @@ class SearchSpace:
                 groups.append(sorted(g, key=names.index))
         return groups
 
+    def resolved_choices(self, layers: Sequence[LayerInfo]) -> "ResolvedChoices":
+        """Every layer's choices with the ties applied: the one place ties are resolved.
+
+        Tied layers share one list, the choices every member allows (in the first member's order).
+
+        Raises:
+            SearchSpaceError: a tie names no layer, or tied layers have no choice in common.
+
+        Example:
+            >>> from autocomp.profile import LayerInfo
+            >>> ls = [LayerInfo(n, "Linear", (4, 4), 16, 0, 16, (4,), (4,), i) for i, n in enumerate("abc")]
+            >>> sp = space_from_dict({"w_bits": [4, 8], "overrides": [{"match": "a", "w_bits": [8]}],
+            ...                       "ties": [["a", "c"]]})
+            >>> r = sp.resolved_choices(ls)
+            >>> [c.key for c in r.choices["c"]], r.ties, r.units()
+            (['w8a8'], [['a', 'c']], [['a', 'c'], ['b']])
+        """
+        ties = self.tie_groups(layers)
+        choices = self.choices(layers)
+        for g in ties:
+            common = [c for c in choices[g[0]] if all(c in choices[n] for n in g[1:])]
+            if not common:
+                raise SearchSpaceError(f"search space {self.name}: tied layers {', '.join(g)} have no choice in common")
+            for n in g:
+                choices[n] = common
+        return ResolvedChoices(choices, ties)
+
+    def check_layers(self, layers: Sequence[LayerInfo]) -> None:
+        """Check the space against a whole model: every override and tie names one of its layers.
+
+        Raises:
+            SearchSpaceError: an override or a tie matches no layer (a typo would be ignored), or
+                tied layers have no choice in common.
+
+        Example:
+            >>> from autocomp.profile import LayerInfo
+            >>> ls = [LayerInfo("fc", "Linear", (4, 4), 16, 0, 16, (4,), (4,), 0)]
+            >>> space_from_dict({"w_bits": [4], "overrides": [{"match": "fx", "w_bits": [8]}]}).check_layers(ls)
+            Traceback (most recent call last):
+            ...
+            autocomp.errors.SearchSpaceError: search space <dict>: overrides[0] match 'fx' matches no layer of the model (layers: fc)
+        """
+        names = [l.name for l in layers]
+        for i, o in enumerate(self.overrides):
+            if not any(o.matches(l, len(layers)) for l in layers):
+                raise SearchSpaceError(f"search space {self.name}: overrides[{i}] match {o.match!r} matches no layer "
+                                       f"of the model (layers: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+        self.resolved_choices(layers)
+
     def bind(self, layers: Sequence[LayerInfo]) -> "SearchSpace":
         """A copy whose ``@first`` / ``@last`` overrides name this model's layers, so that the
         space means the same when later applied to a subset of them (a proxy task scoring a
@@ -129,6 +178,35 @@ class SearchSpace:
             "prune": list(self.prune), "ties": [list(t) for t in self.ties],
             "overrides": [{k: v for k, v in vars(o).items() if v not in (None, False)} for o in self.overrides],
         }
+
+
+class ResolvedChoices(NamedTuple):
+    """:meth:`SearchSpace.resolved_choices`: per layer (model order) its choices, and the tie groups."""
+
+    choices: dict[str, list[Choice]]
+    ties: list[list[str]]
+
+    def units(self) -> list[list[str]]:
+        """What takes one choice: each layer alone or with its tie group, in model order."""
+        return tie_units(list(self.choices), self.ties)
+
+
+def tie_units(names: Sequence[str], ties: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Each of ``names`` alone or with its tie group; a group stands where its first member does.
+
+    Example:
+        >>> tie_units(["a", "b", "c"], [["c", "a"]])
+        [['c', 'a'], ['b']]
+    """
+    group_of = {n: list(g) for g in ties for n in g}
+    units: list[list[str]] = []
+    seen: set[str] = set()
+    for n in names:
+        if n not in seen:
+            g = group_of.get(n, [n])
+            seen.update(g)
+            units.append(g)
+    return units
 
 
 def _bits_list(v: Any, key: str, allowed: Sequence[float], where: str) -> tuple:
@@ -218,7 +296,11 @@ def load_space(name_or_path: str) -> SearchSpace:
     if not p.is_file():
         raise SearchSpaceError(f"unknown search space {name_or_path!r}: use a built-in ({', '.join(builtin_spaces())}) or a YAML file")
     try:
-        d = yaml.safe_load(p.read_text())
+        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SearchSpaceError(f"search space {p}: not UTF-8 text (byte {e.start})") from e
+    except OSError as e:
+        raise SearchSpaceError(f"cannot read search space {p}: {e.strerror}") from e
     except yaml.YAMLError as e:
         raise SearchSpaceError(f"search space {p}: not valid YAML ({str(e).splitlines()[0]})") from e
     return space_from_dict(d, where=str(p.name))

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from autocomp.budget import CostModel, parse_budget
-from autocomp.errors import BudgetError
+from autocomp.budget import Budget, Constraint, CostModel, parse_budget
+from autocomp.errors import BudgetError, VersionError
 from autocomp.policy import Choice, Policy
 from autocomp.profile import LayerInfo
 
@@ -51,3 +51,47 @@ def test_latency_needs_a_table():
         cm.cost("latency", Policy.uniform(["a", "b"], Choice(4, 8)))
     cm = CostModel(_layers(), latency_table={"a": {"w4a8": 1e-3}, "b": {"w4a8": 2e-3}})
     assert cm.cost("latency", Policy.uniform(["a", "b"], Choice(4, 8))) == pytest.approx(3e-3)
+
+
+def test_budget_resolves_once_to_absolute_limits_in_constraint_order():
+    cm = CostModel(_layers(), total_params=200 + 72 + 10 + 6)
+    b = parse_budget("bitops<=30%,size<=1.5KB,avg_bits<=4")
+    lim = b.resolve(cm)
+    assert lim.metrics == ["bitops", "size", "avg_bits"]
+    assert lim.as_dict() == {"bitops": 0.3 * cm.fp32("bitops"), "size": 1500.0, "avg_bits": 4.0}
+    assert lim["bitops"] == b.constraints[0].limit(cm)   # the same float the constraint gives
+    assert lim.describe() == b.describe() and lim.budget == b
+    with pytest.raises(KeyError):
+        lim["latency"]
+    moved = lim.with_limit("size", 1234.0)
+    assert moved.metrics == ["size", "bitops", "avg_bits"] and moved["size"] == 1234.0
+    assert moved.primary.text == "size<=1.23KB" and not moved.primary.constraint.relative
+    assert moved.budget.to_dict()["constraints"][0] == {"metric": "size", "value": 1234.0, "relative": False,
+                                                        "text": "size<=1.23KB"}
+
+
+def test_violations_take_a_budget_or_its_limits():
+    cm = CostModel(_layers())
+    pol = Policy.uniform(["a", "b"], Choice(32, 32))
+    b = parse_budget("size<=50%")
+    assert cm.violations(pol, b) == cm.violations(pol, b.resolve(cm)) != []
+
+
+def test_budget_from_dict_round_trips_and_checks_its_version():
+    b = parse_budget("size<=25%,latency<=2ms")
+    assert Budget.from_dict(b.to_dict()) == b
+    with pytest.raises(VersionError, match="Budget version 9"):
+        Budget.from_dict({**b.to_dict(), "version": 9})
+    with pytest.raises(VersionError, match="Constraint version 2"):
+        Constraint.from_dict({**b.constraints[0].to_dict(), "version": 2})
+
+
+def test_unit_errors_name_the_metric_units():
+    with pytest.raises(BudgetError, match="size takes %, B, KB"):
+        parse_budget("size<=12")
+    with pytest.raises(BudgetError, match="latency takes %, s, ms or us"):
+        parse_budget("latency<=3")
+    with pytest.raises(BudgetError, match="use one of size, bitops, avg_bits, latency"):
+        parse_budget("speed<=3")
+    assert parse_budget("bitops<=7").constraints[0].value == 7.0
+    assert parse_budget("avg_bits<=3bits").constraints[0].value == 3.0

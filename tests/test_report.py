@@ -21,10 +21,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def evaluator():
-    from autocomp.workers.ptq import PTQEvaluator
+def evaluator(digits):
+    from autocomp.evaluators import get_evaluator
 
-    return PTQEvaluator("digits")
+    ptq = get_evaluator("ptq")
+    return lambda pol: ptq.evaluate(digits, pol)
 
 
 def _policies(names: list[str]) -> list[tuple[Policy, str, str]]:
@@ -52,7 +53,7 @@ def _make_study(store: Store, name: str, layers, model, evaluator, budget: str, 
     for pol, src, label in pols:
         costs = cm.costs(pol)
         store.save_policy(st, pol, src, label, costs)
-        store.save_evaluation(st, pol.id, {**evaluator.evaluate(pol.to_dict()), **costs})
+        store.save_evaluation(st, evaluator(pol).with_costs(costs))
     return st
 
 
@@ -126,3 +127,76 @@ def test_cli_plot_report_compare(studies, tmp_path):
     assert r.exit_code == 2 and "no study named 'missing'" in r.output
     r = runner.invoke(app, ["front", "plot", "two-costs", "-o", str(tmp_path / "nodir" / "f.png"), *db])
     assert r.exit_code == 2 and "cannot write" in r.output
+
+
+def _ppl(q: float, size: float) -> dict:
+    return {"quality": q, "quality_metric": "perplexity", "size": size}
+
+
+def test_dominance_follows_a_lower_is_better_quality():
+    from autocomp.report import dominates, pareto
+
+    assert dominates(_ppl(10.0, 50.0), _ppl(12.0, 50.0), ["size"])
+    assert not dominates(_ppl(12.0, 50.0), _ppl(10.0, 50.0), ["size"])
+    assert not dominates(_ppl(10.0, 60.0), _ppl(12.0, 50.0), ["size"])   # a trade-off
+    pts = [_ppl(10.0, 60.0), _ppl(12.0, 50.0), _ppl(13.0, 55.0), _ppl(12.0, 50.0)]
+    assert [(p["quality"], p["size"]) for p in pareto(pts, ["size"])] == [(12.0, 50.0), (10.0, 60.0)]
+    # the same numbers read as accuracies: the other end of the trade-off wins
+    acc = [{"accuracy": p["quality"], "size": p["size"]} for p in pts]
+    assert [(p["accuracy"], p["size"]) for p in pareto(acc, ["size"])] == [(12.0, 50.0), (13.0, 55.0)]
+
+
+def test_hypervolume_of_a_perplexity_front():
+    fp = {"size": 100.0}
+    pts = [_ppl(10.0, 60.0), _ppl(12.0, 50.0), _ppl(20.0, 20.0)]
+    # reference: the worst perplexity (20) and the fp32 size; (20-12)*(0.6-0.5) + (20-10)*(1-0.6)
+    assert hypervolume(pts, ["size"], fp) == pytest.approx(8.0 * 0.1 + 10.0 * 0.4)
+    assert hypervolume(pts + [_ppl(15.0, 70.0)], ["size"], fp) == pytest.approx(4.8)  # dominated: nothing added
+    assert hypervolume(pts, ["size"], fp, reference=[30.0, 1.0]) == pytest.approx(
+        10 * 0.3 + 18 * 0.1 + 20 * 0.4)
+
+
+@pytest.fixture
+def perplexity_study(tmp_path, digits_layers):
+    from autocomp.metrics import Metrics
+
+    store = Store(f"sqlite:///{tmp_path / 'ppl.db'}")
+    cm = CostModel(digits_layers)
+    st, _ = store.open_study("lm", {"model": "tiny-lm", "budget_text": "size<=25%"})
+    store.update_config(st, fp32={m: cm.fp32(m) for m in cm.metrics}, front_costs=["size"])
+    names = [l.name for l in digits_layers]
+    # perplexity falls as bits grow, except w3 (worse than w4 at a larger size than w2: dominated)
+    for bits, ppl, src in ((2, 40.0, "ilp"), (3, 50.0, "ilp"), (4, 20.0, "ilp"), (8, 15.0, "ilp"),
+                           (4, 22.0, "uniform"), (32, 14.0, "fp32")):
+        pol = Policy.uniform(names, Choice(bits, 8 if bits < 32 else 32, 0.0 if src != "ilp" or bits != 4 else 0.25))
+        costs = cm.costs(pol)
+        store.save_policy(st, pol, src, f"{src} w{bits}", costs)
+        store.save_evaluation(st, Metrics(pol.id, ppl, "perplexity").with_costs(costs))
+    return store
+
+
+def test_a_perplexity_study_front_table_plot_and_compare(perplexity_study, tmp_path):
+    store = perplexity_study
+    pts = front(store, store.get_study("lm"))
+    searched = [p for p in pts if not p["baseline"]]
+    assert [p["quality"] for p in searched] == [40.0, 20.0, 15.0]        # w3 (ppl 50) is dominated
+    assert all(p["quality_metric"] == "perplexity" and "accuracy" not in p for p in pts)
+    base = {p["label"]: p["on_front"] for p in pts if p["baseline"]}
+    assert base == {"uniform w4": False, "fp32 w32": True}  # w4 pruned beats uniform w4; fp32 is the best
+    r = CliRunner().invoke(app, ["front", "show", "lm", "--db", store.url, "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert {"quality", "quality_metric", "perplexity", "size"} <= set(json.loads(r.stdout)["points"][0])
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["front", "show", "lm", "--db", store.url])
+    assert r.exit_code == 0 and "perplexity" in r.output and "accuracy" not in r.output
+    fig = front_figure(store, "lm")
+    assert fig.axes[0].get_ylabel() == "perplexity"
+    res = compare_studies(store, "lm", "lm")
+    assert res["quality_metric"] == "perplexity" and res["studies"][0]["best_perplexity"] == 15.0
+    assert res["studies"][0]["hypervolume"] > 0
+
+
+def test_accuracy_points_keep_their_accuracy_key(studies):
+    pts = front(studies, studies.get_study("small"))
+    assert all(p["accuracy"] == p["quality"] and p["quality_metric"] == "accuracy" for p in pts)

@@ -1,4 +1,4 @@
-"""What runs on Ray: proxy tasks, PTQ evaluator actors, and (later) QAT/NAS trainables.
+"""What runs on Ray: proxy tasks, the evaluator actor pool (any registered evaluator), the QAT trainable.
 
 Nothing here writes to the study database: workers return plain values and the controller
 persists them as they arrive.

@@ -46,6 +46,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
     kwargs: dict[str, Any] = dict(runtime_env=env, logging_level="ERROR", log_to_driver=False)
     try:
         if address:
+            check_reachable(address)
             if address.startswith("ray://"):
                 check_ray_client(address)
             ray.init(address=address, **kwargs)
@@ -60,6 +61,30 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
             why += " (is the cluster's Ray Client server port, 10001 by default, open to this machine?)"
         raise AutocompError(f"cannot connect to Ray at {where}: {why}") from e
     return ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line when nothing listens at a ``host:port`` / ``ray://host:port`` address
+    (Ray itself retries such an address for minutes). ``auto`` is left to Ray.
+
+    Example:
+        >>> check_reachable("ray://127.0.0.1:1")
+        Traceback (most recent call last):
+        ...
+        autocomp.errors.AutocompError: cannot connect to Ray at ray://127.0.0.1:1: nothing answers at 127.0.0.1:1 (is the cluster up, and is the port open to this machine?)
+    """
+    import socket
+
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        return   # "auto", or a form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError:
+        raise AutocompError(f"cannot connect to Ray at {address}: nothing answers at {host}:{port} (is the "
+                            "cluster up, and is the port open to this machine?)") from None
 
 
 def check_ray_client(address: str, timeout: float = 10.0) -> None:

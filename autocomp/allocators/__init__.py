@@ -2,7 +2,9 @@
 
 ``ilp`` (HiGHS in process when highspy is installed, else CBC through PuLP) takes any mix of
 constraints; ``dp`` solves one constraint exactly by dynamic programming. Both share the
-contract of :class:`Allocator` (``solve``, ``sweep``; every answer re-verified).
+contract of :class:`Allocator` (``solve``, ``sweep`` on :class:`~autocomp.budget.Limits`, a
+budget resolved once; every answer re-verified; :func:`check_feasible` is the one feasibility
+check, also run by the pipeline before it stores anything).
 :mod:`autocomp.allocators.layer_prune` allocates pruning ratios alone by output distortion.
 
 Example:
@@ -12,6 +14,9 @@ Example:
 """
 from __future__ import annotations
 
-from autocomp.allocators._base import Allocation, Allocator, get_allocator, list_allocators, register
+from autocomp.allocators._base import (Allocation, Allocator, RawSolution, check_feasible, get_allocator,
+                                       list_allocators, register)
+from autocomp.allocators._problem import Problem
 
-__all__ = ["Allocation", "Allocator", "get_allocator", "list_allocators", "register"]
+__all__ = ["Allocation", "Allocator", "Problem", "RawSolution", "check_feasible", "get_allocator", "list_allocators",
+           "register"]

@@ -1,31 +1,38 @@
 """The allocator contract: ``solve`` one budget exactly, ``sweep`` many into a frontier.
 
-Every allocator re-verifies what it returns against every constraint, and reports an infeasible
-budget with the smallest achievable value of each constrained metric.
+Allocators take :class:`~autocomp.budget.Limits` (a budget resolved once to absolute bounds).
+Every allocator re-verifies what it returns against every limit, and reports an infeasible budget
+with the smallest achievable value of each constrained metric. The feasibility check and the
+constraint-count check live here only; the pipeline calls them before it stores anything.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from autocomp.allocators._problem import Problem, build_problem
-from autocomp.budget import Budget, CostModel
+from autocomp.budget import Budget, CostModel, Limits
 from autocomp.errors import AutocompError, InfeasibleBudget
 from autocomp.policy import Choice, Policy
 from autocomp.profile import LayerInfo
+from autocomp.registry import Registry
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """A solved policy with its provenance."""
+    """A solved policy with its provenance (``limits``: what it was solved for)."""
 
     policy: Policy
     objective: float
     status: str                 # "optimal" | "feasible (not proven optimal)"
     proven_optimal: bool
     costs: dict[str, float] = field(default_factory=dict)
-    budget: Budget | None = None
+    limits: Limits | None = None
+
+    @property
+    def budget(self) -> Budget | None:
+        """The limits as constraints (what a study stores with the policy)."""
+        return self.limits.budget if self.limits is not None else None
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class Allocator:
     Example:
         >>> from autocomp.allocators import get_allocator
         >>> alloc = get_allocator("dp")
-        >>> # alloc.solve(layers, sensitivity, space, parse_budget("size<=25%")).policy
+        >>> # alloc.solve(layers, sensitivity, space, parse_budget("size<=25%").resolve(cm), cm).policy
     """
 
     name = ""
@@ -60,83 +67,86 @@ class Allocator:
         raise NotImplementedError  # pragma: no cover - abstract
 
     # --- shared -----------------------------------------------------------------------------
-    def _prepare(self, layers, sensitivity, space, budget: Budget, cm: CostModel):
-        if self.max_constraints is not None and len(budget.constraints) > self.max_constraints:
+    def check_constraints(self, metrics: Sequence[str], text: str = "") -> None:
+        """Raise :class:`AutocompError` when this allocator cannot bound that many metrics."""
+        if self.max_constraints is not None and len(metrics) > self.max_constraints:
             raise AutocompError(f"the {self.name} allocator handles {self.max_constraints} constraint(s); "
-                                f"budget {budget.describe()!r} has {len(budget.constraints)}: use --allocator ilp")
-        ties = space.tie_groups(layers)
-        choices = _intersect_ties(space.choices(layers), ties)
+                                f"budget {text or ', '.join(metrics)!r} has {len(metrics)}: use --allocator ilp")
+
+    def _prepare(self, layers, sensitivity, space, limits: Limits, cm: CostModel):
+        self.check_constraints(limits.metrics, limits.describe())
+        choices, ties = space.resolved_choices(layers)
         omega = sensitivity.omega if hasattr(sensitivity, "omega") else sensitivity
         _check_scores(layers, omega, choices)
-        prob = build_problem(layers, omega, choices, ties, budget.metrics, cm,
+        prob = build_problem(layers, omega, choices, ties, limits.metrics, cm,
                              remove_dominated=self.options.get("remove_dominated", True))
         return choices, ties, prob
 
-    def solve(self, layers: Sequence[LayerInfo], sensitivity, space, budget: Budget,
-              cost_model: CostModel | None = None) -> Allocation:
-        """The minimum-omega policy meeting ``budget``.
+    def solve(self, layers: Sequence[LayerInfo], sensitivity, space, limits: Limits,
+              cost_model: CostModel) -> Allocation:
+        """The minimum-omega policy within ``limits``.
 
         Raises:
             InfeasibleBudget: no policy of the space fits; ``.minimum`` holds the smallest
                 achievable value of each constrained metric.
         """
-        cm = cost_model or CostModel(layers)
-        choices, ties, prob = self._prepare(layers, sensitivity, space, budget, cm)
-        check_feasible(layers, choices, budget, cm)
-        raw = self._solve_points(prob, [_limits(budget, cm, prob)])[0]
+        cm = cost_model
+        choices, ties, prob = self._prepare(layers, sensitivity, space, limits, cm)
+        check_feasible(layers, choices, limits, cm)
+        raw = self._solve_points(prob, [_item_limits(limits, prob)])[0]
         if raw is None:
-            _raise_conflict(prob, budget, cm)
-        return _finish(prob, raw, layers, choices, ties, budget, cm)
+            _raise_conflict(prob, limits, cm)
+        return _finish(prob, raw, layers, choices, ties, limits, cm)
 
-    def sweep(self, layers: Sequence[LayerInfo], sensitivity, space, budget: Budget,
-              cost_model: CostModel | None = None, points: int = 10) -> list[Allocation]:
-        """Solve across ``points`` budgets on the first constraint's metric, from the smallest
+    def sweep(self, layers: Sequence[LayerInfo], sensitivity, space, limits: Limits,
+              cost_model: CostModel, points: int = 10) -> list[Allocation]:
+        """Solve across ``points`` bounds on the first limit's metric, from the smallest
         achievable value up to the given bound (HAWQ-V2's frontier), spaced quadratically so
         the steep low-budget end gets more points; duplicates removed. The problem is built
         once and every point reuses it."""
-        cm = cost_model or CostModel(layers)
-        choices, ties, prob = self._prepare(layers, sensitivity, space, budget, cm)
-        primary = budget.constraints[0]
-        hi = primary.limit(cm)
+        cm = cost_model
+        choices, ties, prob = self._prepare(layers, sensitivity, space, limits, cm)
+        primary = limits.primary
+        hi = primary.bound
         lo = prob.min_cost(primary.metric)
         if lo > hi * (1 + 1e-9):
-            check_feasible(layers, choices, budget, cm)
-        budgets = []
+            check_feasible(layers, choices, limits, cm)
+        steps = []
         for i in range(points):
             # Quadratic spacing: accuracy changes fastest near the smallest budgets.
             lim = hi if points == 1 else lo + (hi - lo) * (i / (points - 1)) ** 2
-            budgets.append(budget.with_limit(primary.metric, lim, cm) if i < points - 1 else budget)
-        raws = self._solve_points(prob, [_limits(b, cm, prob) for b in budgets])
+            steps.append(limits.with_limit(primary.metric, lim) if i < points - 1 else limits)
+        raws = self._solve_points(prob, [_item_limits(s, prob) for s in steps])
         out, seen = [], set()
-        for b, raw in zip(budgets, raws):
+        for s, raw in zip(steps, raws):
             if raw is None:
                 continue  # other constraints cut off the low end of the sweep
-            a = _finish(prob, raw, layers, choices, ties, b, cm)
+            a = _finish(prob, raw, layers, choices, ties, s, cm)
             if a.policy.id not in seen:
                 seen.add(a.policy.id)
                 out.append(a)
         if not out:
-            check_feasible(layers, choices, budget, cm)
-            _raise_conflict(prob, budget, cm)
+            check_feasible(layers, choices, limits, cm)
+            _raise_conflict(prob, limits, cm)
         return out
 
 
-def _limits(budget: Budget, cm: CostModel, prob: Problem) -> dict[str, float]:
-    return {c.metric: c.limit(cm) - prob.offsets[c.metric] for c in budget.constraints}
+def _item_limits(limits: Limits, prob: Problem) -> dict[str, float]:
+    return {l.metric: l.bound - prob.offsets[l.metric] for l in limits}
 
 
-def _finish(prob: Problem, raw: RawSolution, layers, choices, ties, budget: Budget, cm: CostModel) -> Allocation:
+def _finish(prob: Problem, raw: RawSolution, layers, choices, ties, limits: Limits, cm: CostModel) -> Allocation:
     policy = prob.policy(raw.picks)
-    verify(policy, layers, choices, ties, budget, cm)
-    costs = cm.costs(policy, sorted(set(budget.metrics) | {"size", "bitops", "avg_bits"}))
+    verify(policy, layers, choices, ties, limits, cm)
+    costs = cm.costs(policy, sorted(set(limits.metrics) | set(cm.metrics)))
     status = "optimal" if raw.proven_optimal else "feasible (not proven optimal)"
-    return Allocation(policy, prob.objective(raw.picks), status, raw.proven_optimal, costs, budget)
+    return Allocation(policy, prob.objective(raw.picks), status, raw.proven_optimal, costs, limits)
 
 
-def _raise_conflict(prob: Problem, budget: Budget, cm: CostModel) -> None:
-    minimum = {c.metric: prob.min_cost(c.metric) for c in budget.constraints}
+def _raise_conflict(prob: Problem, limits: Limits, cm: CostModel) -> None:
+    minimum = {m: prob.min_cost(m) for m in limits.metrics}
     each = ", ".join(f"smallest {m}={cm.format(m, v)}" for m, v in minimum.items())
-    raise InfeasibleBudget(f"infeasible budget: no policy meets {budget.describe()} together, although each "
+    raise InfeasibleBudget(f"infeasible budget: no policy meets {limits.describe()} together, although each "
                            f"constraint alone can be met ({each})", minimum)
 
 
@@ -151,39 +161,32 @@ def _check_scores(layers, omega, choices) -> None:
                                     "(scored for another search space?)")
 
 
-def _intersect_ties(choices: dict[str, list[Choice]], ties: list[list[str]]) -> dict[str, list[Choice]]:
-    out = dict(choices)
-    for g in ties:
-        common = [c for c in out[g[0]] if all(c in out[n] for n in g[1:])]
-        if not common:
-            raise AutocompError(f"tied layers {', '.join(g)} have no choice in common")
-        for n in g:
-            out[n] = common
-    return out
-
-
-def min_cost(layers, choices, metric: str, cm: CostModel) -> float:
+def min_cost(layers: Sequence[LayerInfo], choices: Mapping[str, Sequence[Choice]], metric: str,
+             cm: CostModel) -> float:
+    """The smallest achievable value of ``metric`` when each layer picks among its ``choices``."""
     return cm.offset(metric) + sum(min(cm.layer_cost(metric, l, c) for c in choices[l.name]) for l in layers)
 
 
-def check_feasible(layers, choices, budget: Budget, cm: CostModel) -> None:
-    """Raise :class:`InfeasibleBudget` when some constraint is below its smallest achievable value."""
+def check_feasible(layers: Sequence[LayerInfo], choices: Mapping[str, Sequence[Choice]], limits: Limits,
+                   cm: CostModel) -> None:
+    """Raise :class:`InfeasibleBudget` when some limit is below its smallest achievable value.
+
+    The message names each such limit with the minimum (and its share of fp32); ``.minimum``
+    holds the minimum of every limited metric.
+    """
     minimum, bad = {}, []
-    for c in budget.constraints:
-        m = min_cost(layers, choices, c.metric, cm)
-        minimum[c.metric] = m
-        if m > c.limit(cm) * (1 + 1e-9) + 1e-12:
-            bad.append(c)
+    for l in limits:
+        m = min_cost(layers, choices, l.metric, cm)
+        minimum[l.metric] = m
+        if m > l.bound * (1 + 1e-9) + 1e-12:
+            bad.append(l)
     if bad:
-        parts = []
-        for c in bad:
-            m = minimum[c.metric]
-            rel = f" ({cm.relative(c.metric, m):.1%} of fp32)" if c.metric != "avg_bits" else ""
-            parts.append(f"{c.describe()} is below the smallest achievable {c.metric}={cm.format(c.metric, m)}{rel}")
+        parts = [f"{l.text} is below the smallest achievable {l.metric}={cm.describe(l.metric, minimum[l.metric])}"
+                 for l in bad]
         raise InfeasibleBudget("infeasible budget: " + "; ".join(parts), minimum)
 
 
-def verify(policy: Policy, layers, choices, ties, budget: Budget, cm: CostModel) -> None:
+def verify(policy: Policy, layers, choices, ties, limits: Limits, cm: CostModel) -> None:
     """Re-check a solver's answer; a violation is a bug in the allocator, never returned."""
     pol = policy.as_dict()
     for l in layers:
@@ -192,30 +195,26 @@ def verify(policy: Policy, layers, choices, ties, budget: Budget, cm: CostModel)
     for g in ties:
         if len({pol[n] for n in g}) != 1:
             raise AssertionError(f"allocator broke the tie {g}")
-    bad = cm.violations(policy, budget, tol=1e-6)
+    bad = cm.violations(policy, limits, tol=1e-6)
     if bad:
         raise AssertionError(f"allocator returned a policy violating {', '.join(bad)}")
 
 
-_REGISTRY: dict[str, str | Callable[..., Allocator]] = {
+_REGISTRY: Registry[Callable[..., Allocator]] = Registry("allocator", {
     "ilp": "autocomp.allocators.ilp:ILPAllocator",
     "dp": "autocomp.allocators.dp:DPAllocator",
-}
+})
 
 
 def register(name: str, factory: str | Callable[..., Allocator]) -> None:
-    _REGISTRY[name] = factory
+    """Register an allocator under ``name`` (a class, or ``"module:Class"`` imported lazily)."""
+    _REGISTRY.register(name, factory)
 
 
 def list_allocators() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_allocator(name: str, **options: Any) -> Allocator:
-    if name not in _REGISTRY:
-        raise AutocompError(f"unknown allocator {name!r}: choose from {', '.join(list_allocators())}")
-    f = _REGISTRY[name]
-    if isinstance(f, str):
-        mod, _, attr = f.partition(":")
-        f = getattr(importlib.import_module(mod), attr)
-    return f(**options)
+    """Build allocator ``name``; an unknown name is one :class:`AutocompError` line."""
+    return _REGISTRY.get(name)(**options)

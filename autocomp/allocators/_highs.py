@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from autocomp.allocators._base import RawSolution
+from autocomp.allocators._greedy import fits, greedy
 from autocomp.allocators._problem import Problem
 from autocomp.errors import AutocompError
 
@@ -126,13 +127,11 @@ def solve_points(prob: Problem, limits: list[dict[str, float]], time_limit: floa
     """Exact solves for a sweep by reduced-cost fixing.
 
     Per point: the LP relaxation gives a lower bound LB and reduced costs d; the LP solution,
-    rounded and repaired by :func:`~autocomp.allocators.ilp.greedy` (or the previous point's
+    rounded and repaired by :func:`~autocomp.allocators._greedy.greedy` (or the previous point's
     optimum, still feasible as the sweep's limits grow), gives an upper bound UB. Any policy taking a
     choice j costs at least LB + d_j, so choices with LB + d_j > UB cannot be in an optimum and
     are dropped; the MIP that remains is usually a few dozen variables and solves at once.
     """
-    from autocomp.allocators.ilp import greedy
-
     lp = HighsModel(prob, limits[0], integer=False)
     offs = np.concatenate([[0], np.cumsum([len(c) for c in prob.choices])])
     out: list[RawSolution | None] = []
@@ -144,7 +143,7 @@ def solve_points(prob: Problem, limits: list[dict[str, float]], time_limit: floa
             continue
         lb, d, x = rel
         rounded = [int(np.argmax(x[a:b])) for a, b in zip(offs[:-1], offs[1:])]
-        cands = [c for c in (greedy(prob, lim, init=rounded), prev) if c is not None and _fits(prob, c, lim)]
+        cands = [c for c in (greedy(prob, lim, init=rounded), prev) if c is not None and fits(prob, c, lim, rtol=1e-12)]
         ub = min(cands, key=prob.objective) if cands else None
         if ub is None or not fixing:
             keep = [np.arange(len(c)) for c in prob.choices]
@@ -161,10 +160,6 @@ def solve_points(prob: Problem, limits: list[dict[str, float]], time_limit: floa
             prev = list(raw.picks)
         out.append(raw)
     return out
-
-
-def _fits(prob: Problem, picks, lim: dict[str, float]) -> bool:
-    return all(sum(c[k] for c, k in zip(prob.costs[m], picks)) <= v * (1 + 1e-12) for m, v in lim.items())
 
 
 def _subproblem(prob: Problem, keep: list[np.ndarray]) -> Problem:

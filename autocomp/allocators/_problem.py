@@ -19,6 +19,7 @@ import numpy as np
 from autocomp.budget import CostModel
 from autocomp.policy import Choice, Policy
 from autocomp.profile import LayerInfo
+from autocomp.search_spaces import tie_units
 
 
 @dataclass
@@ -77,18 +78,7 @@ def build_problem(layers: Sequence[LayerInfo], omega: Mapping[str, Mapping[str, 
     """
     names = [l.name for l in layers]
     by_name = {l.name: l for l in layers}
-    group_of: dict[str, list[str]] = {}
-    for g in ties:
-        for n in g:
-            group_of[n] = list(g)
-    items: list[list[str]] = []
-    seen: set[str] = set()
-    for n in names:
-        if n in seen:
-            continue
-        g = group_of.get(n, [n])
-        seen.update(g)
-        items.append(g)
+    items = tie_units(names, ties)
     metrics = list(dict.fromkeys(metrics))
     out_choices, out_omega = [], []
     out_costs: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
@@ -103,7 +93,7 @@ def build_problem(layers: Sequence[LayerInfo], omega: Mapping[str, Mapping[str, 
             row = omega[n]
             om += np.array([row[k] for k in keys], dtype=float)
             for m in metrics:
-                co[m] += _layer_costs(cm, m, by_name[n], cs, keys)
+                co[m] += cm.layer_costs(m, by_name[n], cs)
         keep = _undominated(om, [co[m] for m in metrics]) if remove_dominated else np.arange(len(cs))
         removed += len(cs) - len(keep)
         out_choices.append([cs[i] for i in keep])
@@ -128,16 +118,3 @@ def _undominated(omega: np.ndarray, costs: list[np.ndarray]) -> np.ndarray:
     dominated = ((le & lt) | (le & ~lt & earlier)).any(axis=0)
     return np.flatnonzero(~dominated)
 
-
-def _layer_costs(cm: CostModel, metric: str, layer: LayerInfo, cs: list[Choice], keys: list[str]) -> np.ndarray:
-    """``cm.layer_cost`` for every choice of a layer; the closed-form metrics are vectorised
-    (the verifier re-checks every answer with ``cm`` itself, so a divergence cannot slip out)."""
-    if metric in ("size", "avg_bits", "bitops"):
-        w = np.array([float(c.w_bits) for c in cs])
-        keep = 1.0 - np.array([c.prune for c in cs])
-        if metric == "size":
-            return layer.params * w * keep / 8.0
-        if metric == "avg_bits":
-            return layer.params * w * keep / max(cm.qparams, 1)
-        return layer.macs * keep * w * np.array([float(c.a_bits) for c in cs])
-    return np.array([cm.layer_cost(metric, layer, c) for c in cs])

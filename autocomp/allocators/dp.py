@@ -90,7 +90,9 @@ class SuffixBounds:
         if cap < self.base_cost[0] - 1e-9 * max(1.0, abs(cap)):
             return None
         x, y = self.xs[0], self.ys[0]
-        k = int(np.searchsorted(x, cap - self.base_cost[0], side="right")) - 1
+        # A cap a rounding error below the cheapest cost (accepted by the tolerance above) must
+        # give the cheapest solution, not wrap round to the last hull point.
+        k = max(int(np.searchsorted(x, cap - self.base_cost[0], side="right")) - 1, 0)
         return float(y[min(k, len(y) - 1)])
 
 

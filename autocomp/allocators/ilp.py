@@ -9,7 +9,8 @@ bounds between points.
   per point the LP relaxation's reduced costs, against an incumbent from the rounded LP
   solution, discard every choice that cannot be in an optimum, and the small MIP left is solved.
 - CBC (bundled with PuLP): the model is built once from coefficient lists and warm-started from
-  :func:`greedy` or the previous point's solution (feasible, since the sweep's limits grow).
+  :func:`~autocomp.allocators._greedy.greedy` or the previous point's solution (feasible, since
+  the sweep's limits grow).
 
 Solver status *and* solution status are both checked: a time-limited solve is reported as not
 proven optimal (PuLP #649/#711).
@@ -28,6 +29,7 @@ import pulp
 
 from autocomp.allocators import _highs
 from autocomp.allocators._base import Allocator, RawSolution
+from autocomp.allocators._greedy import fits, greedy
 from autocomp.allocators._problem import Problem
 from autocomp.errors import AutocompError
 
@@ -65,7 +67,7 @@ class ILPAllocator(Allocator):
     def _start(self, prob: Problem, lim: dict[str, float], prev: list[int] | None) -> list[int] | None:
         if not self.options.get("warm_start", True):
             return None
-        cands = [p for p in (greedy(prob, lim), prev) if p is not None and _fits(prob, p, lim)]
+        cands = [p for p in (greedy(prob, lim), prev) if p is not None and fits(prob, p, lim)]
         return min(cands, key=prob.objective) if cands else None
 
     def _solve_points(self, prob: Problem, limits: list[dict[str, float]]) -> list[RawSolution | None]:
@@ -116,80 +118,6 @@ def _build(prob: Problem, first: dict[str, float]):
 
 def _scaled(limit: float, metric: str, cons) -> float:
     return limit / cons[metric].norm + 1e-9
-
-
-def _fits(prob: Problem, picks: list[int], lim: dict[str, float]) -> bool:
-    return all(sum(c[k] for c, k in zip(prob.costs[m], picks)) <= v for m, v in lim.items())
-
-
-def greedy(prob: Problem, lim: dict[str, float], init: list[int] | None = None,
-           steps: int = 500) -> list[int] | None:
-    """A feasible, near-optimal policy (an incumbent for the exact solvers).
-
-    From ``init`` (e.g. a rounded LP solution) or else a Lagrangian rounding - every item takes
-    the choice minimising omega + t x (summed normalised cost), t bisected to the smallest value
-    that meets every constraint -, first repair broken constraints with the swaps that remove
-    the most violation per unit of omega, then spend the slack on the swaps that lower omega
-    most per unit of normalised cost. ``None`` if the repair gets stuck.
-    """
-    if not prob.choices:
-        return []
-    sizes = np.array([len(cs) for cs in prob.choices])
-    item = np.repeat(np.arange(len(sizes)), sizes)
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    om = np.concatenate(prob.omega)
-    cost = np.stack([np.concatenate(prob.costs[m]) / max(lim[m], 1e-300) for m in lim])  # [metrics, vars]
-    agg = cost.sum(0)
-    ok_tol = 1.0 + 1e-12
-
-    def pick(t: float) -> np.ndarray:
-        order = np.lexsort((agg, om + t * agg, item))
-        return order[start]  # the first entry of each item's block is its minimiser
-
-    def fits(cur: np.ndarray) -> bool:
-        return bool((cost[:, cur].sum(1) <= ok_tol).all())
-
-    if init is not None:
-        cur = start + np.asarray(init)
-    else:
-        lo, hi = 0.0, max(float(np.ptp(om)), 1e-12)
-        cur = pick(lo)
-        if not fits(cur):
-            while not fits(pick(hi)):
-                hi *= 4
-                if hi > 1e30:
-                    return None
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (lo, mid) if fits(pick(mid)) else (mid, hi)
-            cur = pick(hi)
-    used = cost[:, cur].sum(1)
-    for _ in range(steps):
-        over = used > ok_tol
-        if not over.any():
-            break
-        d_cost = cost - cost[:, cur[item]]
-        gain = -(d_cost[over]).sum(0)
-        ok = (gain > 1e-15) & ((used[:, None] + d_cost)[~over] <= ok_tol).all(0)
-        if not ok.any():
-            return None
-        d_om = om - om[cur[item]]
-        j = int(np.flatnonzero(ok)[np.argmin(np.maximum(d_om[ok], 0.0) / gain[ok])])
-        used += d_cost[:, j]
-        cur[item[j]] = j
-    else:
-        return None
-    for _ in range(steps):
-        d_cost = cost - cost[:, cur[item]]
-        d_om = om - om[cur[item]]
-        ok = (d_om < 0) & ((used[:, None] + d_cost) <= ok_tol).all(0)
-        if not ok.any():
-            break
-        price = np.maximum(d_cost.sum(0), 0.0) + 1e-12
-        j = int(np.flatnonzero(ok)[np.argmax(-d_om[ok] / price[ok])])
-        used += d_cost[:, j]
-        cur[item[j]] = j
-    return [int(c - s) for c, s in zip(cur, start)]
 
 
 def _read(model: pulp.LpProblem, x) -> RawSolution | None:

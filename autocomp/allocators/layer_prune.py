@@ -28,8 +28,9 @@ import torch
 
 from autocomp.allocators.dp import pareto_dp
 from autocomp.errors import AutocompError
-from autocomp.policy import Choice, Policy, weight_of
-from autocomp.profile import LayerInfo, _call
+from autocomp.modules import call_model, set_weight, weight_of
+from autocomp.policy import Choice, Policy
+from autocomp.profile import LayerInfo
 from autocomp.quant import FLOAT_BITS, compress_weight
 
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -37,7 +38,7 @@ DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 def _outputs(model: torch.nn.Module, inputs: Sequence) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [_call(model, x).detach().float() for x in inputs]
+        return [call_model(model, x).detach().float() for x in inputs]
 
 
 def _distortion(model: torch.nn.Module, inputs: Sequence, ref: list[torch.Tensor]) -> float:
@@ -55,12 +56,10 @@ class _Pruned:
         self.saved: dict[str, torch.Tensor] = {}
 
     def __enter__(self):
-        with torch.no_grad():
-            for n, r in self.ratios.items():
-                mod = self.mods[n]
-                self.saved[n] = mod.weight.detach().clone()
-                w = compress_weight(weight_of(mod).detach(), FLOAT_BITS, r)
-                mod.weight.copy_(w.t() if type(mod).__name__ == "Conv1D" else w)
+        for n, r in self.ratios.items():
+            mod = self.mods[n]
+            self.saved[n] = mod.weight.detach().clone()
+            set_weight(mod, compress_weight(weight_of(mod).detach(), FLOAT_BITS, r))
         return self
 
     def __exit__(self, *exc):

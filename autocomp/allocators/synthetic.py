@@ -12,8 +12,8 @@ import numpy as np
 
 from autocomp.budget import Budget, Constraint, CostModel
 from autocomp.profile import LayerInfo
-from autocomp.proxies._base import Sensitivity
 from autocomp.search_spaces import SearchSpace
+from autocomp.sensitivity import Sensitivity
 
 W_BITS = (1, 1.58, 2, 3, 4, 6, 8, 16)
 A_BITS = (4, 8)

@@ -24,8 +24,9 @@ app.command("validate")(validate_cmd)
 app.command("profile-latency")(profile_latency_cmd)
 
 
-def main() -> None:
-    run_guarded(app)
+def main(argv: list[str] | None = None) -> None:
+    """The ``autocomp`` entry point: runs ``argv`` (default: the command line), then exits."""
+    run_guarded(app, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, fail, guarded
+from autocomp.cli._common import (DB_OPTION, EVALUATION_KINDS, cost_names, fail, guarded, read_store, study_name,
+                                  writable_output)
 from autocomp.cli.tables import print_front
 
 front_app = typer.Typer(help="Pareto fronts recomputed from the study database.", no_args_is_help=True)
@@ -18,16 +19,25 @@ front_app = typer.Typer(help="Pareto fronts recomputed from the study database."
 def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION,
              as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
              kind: str = typer.Option("ptq", "--kind", help="Evaluations: ptq, or qat (QAT refinement trials).")) -> None:
-    """The study's front (searched policies) with the uniform baselines marked."""
-    from autocomp.report import front
-    from autocomp.store import Store
+    """The study's front (searched policies) with the uniform baselines marked.
 
-    store = Store(db)
+    JSON points hold `quality` and `quality_metric` (and the value under the metric's name, e.g.
+    `accuracy`), then one key per cost metric; a `--target` search adds `target` (its answer and
+    bracket).
+    """
+    from autocomp.errors import AutocompError
+    from autocomp.report import front
+
+    study_name(study)
+    if kind not in EVALUATION_KINDS:
+        raise AutocompError(f"unknown --kind {kind!r}: use {' or '.join(EVALUATION_KINDS)}")
+    store = read_store(db)
     st = store.get_study(study)
     pts = front(store, st, kind=kind)
     if as_json:
+        target = {"target": st.config["target_result"]} if st.config.get("target_result") else {}
         typer.echo(json.dumps({"study": study, "status": st.status, "fp32": st.config.get("fp32", {}),
-                               "points": pts}, indent=1, default=str))
+                               "points": pts, **target}, indent=1, default=str))
     else:
         print_front(study, pts, st.config)
 
@@ -39,9 +49,10 @@ def export_cmd(study: str = typer.Argument(...), policy_id: str = typer.Argument
                db: Optional[str] = DB_OPTION) -> None:
     """Write one policy as versioned JSON (``autocomp.policy.Policy.from_dict`` reads it back)."""
     from autocomp.policy import Policy
-    from autocomp.store import Store
 
-    store = Store(db)
+    study_name(study)
+    writable_output(output)
+    store = read_store(db)
     p = store.get_policy(store.get_study(study), policy_id)
     policy = Policy.from_dict(p.policy)
     doc = {**policy.to_dict(), "study": study, "source": p.source, "label": p.label, "costs": p.costs}
@@ -58,9 +69,11 @@ def plot_cmd(study: str = typer.Argument(..., help="Study name."),
              output: Path = typer.Option(Path("front.png"), "-o", "--output", help="Image to write (.png, .svg, .pdf)."),
              costs: Optional[str] = typer.Option(None, "--costs", help="Comma-separated costs [default: the budgeted ones]."),
              db: Optional[str] = DB_OPTION) -> None:
-    """Accuracy against each budgeted cost: the front highlighted, uniform baselines marked."""
+    """Quality (accuracy, perplexity ...) against each budgeted cost: the front highlighted, uniform baselines marked."""
     from autocomp.plot import plot_front
-    from autocomp.store import Store
 
-    out = plot_front(Store(db), study, output, costs.split(",") if costs else None)
+    study_name(study)
+    names = cost_names(costs)
+    writable_output(output)
+    out = plot_front(read_store(db), study, output, names)
     typer.echo(f"wrote {out}")

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, guarded
+from autocomp.cli._common import DB_OPTION, at_least, default_study_name, guarded, study_name
 
 proxies_app = typer.Typer(help="Sensitivity proxies: list them, audit how well they predict accuracy.",
                           no_args_is_help=True)
@@ -39,16 +39,15 @@ def audit_cmd(
 ) -> None:
     """Rank correlation (Spearman, Kendall) of each proxy's prediction with measured accuracy drops."""
     from autocomp.audit import AuditConfig, run_audit
-    from autocomp.errors import AutocompError
     from autocomp.progress import RichStages
     from autocomp.store import Store
 
-    if samples < 2:
-        raise AutocompError("--samples must be at least 2")
+    at_least(samples, "--samples", 2)
+    at_least(workers, "--workers")
+    name = study_name(study) if study else default_study_name(f"audit-{model}")
     cfg = AuditConfig(model=model, samples=samples, proxies=tuple(proxy or ()), space=space, seed=seed,
                       workers=workers, address=address, data=data)
     store = Store(db)
-    name = study or f"audit-{model.replace('/', '_').replace(':', '_')}"
     stages = RichStages()
     try:
         rows = run_audit(cfg, store, name, stages)
@@ -58,9 +57,10 @@ def audit_cmd(
         typer.echo(json.dumps({"study": name, "audit": rows}, indent=1))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"proxy audit of {model!r}: {samples} policies, data={data} (study {name!r})")
+    t = Table(title=escape(f"proxy audit of {model!r}: {samples} policies, data={data} (study {name!r})"))
     for col in ("proxy", "spearman", "kendall", "seconds"):
         t.add_column(col, justify="left" if col == "proxy" else "right")
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731

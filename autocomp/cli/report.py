@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, guarded
+from autocomp.cli._common import DB_OPTION, guarded, read_store, study_name, writable_output
 
 
 @guarded
@@ -15,7 +15,8 @@ def report_cmd(study: str = typer.Argument(..., help="Study name."),
                db: Optional[str] = DB_OPTION) -> None:
     """One self-contained HTML page: front plot, front table, per-layer maps of the front policies."""
     from autocomp.html_report import write_report
-    from autocomp.store import Store
 
-    out = write_report(Store(db), study, output)
+    study_name(study)
+    writable_output(output)
+    out = write_report(read_store(db), study, output)
     typer.echo(f"wrote {out}")

@@ -11,14 +11,14 @@ from typing import Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, fail, guarded
+from autocomp.cli._common import DB_OPTION, default_study_name, fail, guarded, study_name
 from autocomp.cli.tables import print_front
 
 
 @guarded
 def search_cmd(
     model: str = typer.Option("digits", "--model", "-m", help="Built-in name, package.module:factory or file.py:factory."),
-    budget: str = typer.Option("size<=25%", "--budget", "-b", help="e.g. 'size<=25%', 'size<=1.5MB,bitops<=30%', 'avg_bits<=4'."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="e.g. 'size<=25%', 'size<=1.5MB,bitops<=30%', 'avg_bits<=4' [default: size<=25%; with --target: the whole space, MINIMISE<=100%]."),
     study: Optional[str] = typer.Option(None, "--study", "-s", help="Study name; an existing name resumes that study."),
     db: Optional[str] = DB_OPTION,
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (auto, ray://host:port); default: local Ray."),
@@ -33,42 +33,65 @@ def search_cmd(
     refine_mode: str = typer.Option("ptq", "--refine-mode", help="ptq: PTQ on Ray actors; qat: QAT as Ray Tune trials."),
     refine_sampler: str = typer.Option("auto", "--refine-sampler", help="auto (NSGA-II for ptq, TPE for qat), nsga2, tpe, random."),
     latency_table: Optional[str] = typer.Option(None, "--latency-table", help="Per-layer latency table from `autocomp profile-latency` (for latency budgets)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Quality target: bisect for the cheapest policy meeting it, e.g. 'drop<=1%', 'drop<=0.5pt', 'accuracy>=0.97', 'perplexity<=+5%'."),
+    minimise: str = typer.Option("size", "--minimise", help="With --target: the cost metric to minimise (size, bitops, avg_bits, latency)."),
+    target_tol: float = typer.Option(0.02, "--target-tol", help="With --target: stop when the bracket is this narrow (share of fp32's cost)."),
+    max_evals: int = typer.Option(12, "--max-evals", help="With --target: most policies the bisection probes."),
     as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
 ) -> None:
     """Search per-layer compression policies under a budget; prints the Pareto front."""
     from autocomp.progress import RichStages
-    from autocomp.search import SearchConfig, run_search
+    from autocomp.search import SearchConfig, check_config, run_search
     from autocomp.store import Store
 
+    if budget is None:
+        budget = f"{minimise}<=100%" if target is not None else "size<=25%"
     cfg = SearchConfig(model=model, budget=budget, space=space, proxy=proxy, data=data, allocator=allocator,
                        points=points, seed=seed, workers=workers, address=address, refine=refine,
                        refine_mode=refine_mode, refine_sampler=refine_sampler,
-                       latency_table=latency_table)
+                       latency_table=latency_table, target=target, minimise=minimise, target_tol=target_tol,
+                       max_evals=max_evals)
+    name = study_name(study) if study else default_study_name(model, f"{dt.datetime.now():%Y%m%d-%H%M%S}")
+    check_config(cfg)  # before the database file is opened (or created)
     store = Store(db)
-    name = study or f"{model.replace('/', '_').replace(':', '_')}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     stages = RichStages()
+    _stop_on_sigterm()
     try:
         # Ray (cluster events such as "Raylet is terminated") and native solvers (banners) print
         # on stdout: keep stdout for the result (--json must parse), the rest goes to stderr.
         with _stdout_to_stderr():
             result = run_search(cfg, store, name, stages)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        # run_search marked the study interrupted; say how to go on.
         stages.close(failed=True)
-        _mark(store, name, "interrupted")
-        again = f" --refine {refine}" + (f" --refine-mode {refine_mode}" if refine_mode != "ptq" else "") if refine else ""
-        fail(f"interrupted; stored results are kept: resume with `autocomp search --study {name}{again}`", 130)
+        fail(f"interrupted; stored results are kept: resume with `{cfg.resume_command(name)}`",
+             143 if isinstance(e, Terminated) else 130)
     except BaseException:
         stages.close(failed=True)
-        _mark(store, name, "failed")
         raise
     stages.close()
     if as_json:
-        typer.echo(json.dumps({"study": name, "front": result.front}, indent=1, default=str))
+        doc = {"study": name, "front": result.front, **({"target": result.target} if target is not None else {})}
+        typer.echo(json.dumps(doc, indent=1, default=str))
     else:
         print_front(name, result.front, store.get_study(name).config)
         refined = f", {result.refined} refined by Optuna" if refine else ""
         typer.echo(f"study {name!r}: {result.evaluated_now} evaluated now{refined}, {result.skipped} already stored "
-                   f"({store.url})")
+                   f"({store.shown_url})")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the study is marked interrupted and the resume command printed."""
+
+
+def _stop_on_sigterm() -> None:
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use): leave the default
+        pass
 
 
 @contextlib.contextmanager
@@ -88,12 +111,3 @@ def _stdout_to_stderr():
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
-
-
-def _mark(store, name: str, status: str) -> None:
-    try:
-        st = store.get_study(name, missing_ok=True)
-        if st is not None and st.status == "running":
-            store.set_status(st, status)
-    except Exception:
-        pass

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, guarded
+from autocomp.cli._common import DB_OPTION, cost_names, guarded, read_store, study_name
 from autocomp.cli.tables import print_studies
 
 studies_app = typer.Typer(help="Studies stored in the database.", no_args_is_help=True)
@@ -16,9 +16,7 @@ studies_app = typer.Typer(help="Studies stored in the database.", no_args_is_hel
 @guarded
 def list_cmd(db: Optional[str] = DB_OPTION, as_json: bool = typer.Option(False, "--json")) -> None:
     """Studies with their counts and status."""
-    from autocomp.store import Store
-
-    rows = Store(db).list_studies()
+    rows = read_store(db).list_studies()
     if as_json:
         typer.echo(json.dumps(rows, indent=1, default=str))
     elif not rows:
@@ -36,10 +34,11 @@ def compare_cmd(a: str = typer.Argument(..., help="First study."), b: str = type
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Two fronts side by side, with the hypervolume of each (larger is better)."""
     from autocomp.compare import compare_studies
-    from autocomp.store import Store
 
-    store = Store(db)
-    res = compare_studies(store, a, b, Store(db_b) if db_b else None, costs.split(",") if costs else None)
+    study_name(a), study_name(b)
+    names = cost_names(costs)
+    store = read_store(db)
+    res = compare_studies(store, a, b, read_store(db_b) if db_b else None, names)
     if as_json:
         typer.echo(json.dumps(res, indent=1, default=str))
     else:

@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, guarded
+from autocomp.cli._common import DB_OPTION, at_least, guarded, read_store, study_name, writable_output
 
 @contextmanager
 def _threads(n: int | None) -> Iterator[None]:
@@ -37,14 +37,19 @@ def validate_cmd(
 ) -> None:
     """Run policies on low-bit kernels: error vs the simulation, latency vs fp32; stored in the study."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from autocomp.kernels.validate import validate_study
-    from autocomp.store import Store
+    from autocomp.kernels.timing import resolve_device
+    from autocomp.stages.validate import validate_study
 
-    store = Store(db)
+    study_name(study)
+    at_least(repeats, "--repeats")
+    at_least(threads, "--threads")
+    resolve_device(device)
+    store = read_store(db)
     console = Console(width=140)
-    t = Table(title=f"kernel validation of study {study!r}")
+    t = Table(title=escape(f"kernel validation of study {study!r}"))
     for col in ("policy", "device", "backends", "max rel err", "ok", "latency", "fp32", "speedup", "kernel acc"):
         t.add_column(col, justify="left" if col in ("policy", "device", "backends") else "right")
 
@@ -77,11 +82,18 @@ def profile_latency_cmd(
 ) -> None:
     """Measure a per-layer, per-choice latency table for `autocomp search --latency-table`."""
     from autocomp.kernels.latency import profile_latency, save_latency_table
+    from autocomp.kernels.timing import resolve_device
     from autocomp.search_spaces import load_space
-    from autocomp.workload import load_workload
+    from autocomp.profile import profile_model
+    from autocomp.workload import load_workload, validate_workload
 
+    at_least(repeats, "--repeats")
+    at_least(threads, "--threads")
+    resolve_device(device)
+    writable_output(output)
     sp = load_space(space)
     wl = load_workload(model)
+    sp.check_layers(profile_model(validate_workload(wl), wl.sample_input()))
     with _threads(threads):
         doc = profile_latency(wl, sp, device, repeats, on_layer=lambda n: typer.echo(f"timed {n}"))
     save_latency_table(doc, output)

@@ -1,4 +1,8 @@
-"""Tables of the study database. Only :mod:`autocomp.store.repository` uses sessions on them."""
+"""Tables of the study database. Only :mod:`autocomp.store.repository` uses sessions on them.
+
+A change here needs a migration in ``autocomp/store/migrations/versions`` (a test compares the
+migrated schema with these models).
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -98,7 +102,10 @@ class EvaluationRow(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
     policy_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(32), default="ptq")   # ptq | qat | kernel ...
-    accuracy: Mapped[float] = mapped_column(SafeFloat)
+    quality: Mapped[float] = mapped_column(SafeFloat)
+    # The quality metric's name in autocomp.metrics (it gives the direction); rows written before
+    # revision 0002 measured accuracy.
+    quality_metric: Mapped[str] = mapped_column(String(64), default="accuracy", server_default="accuracy")
     size: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     bitops: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     avg_bits: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,14 +19,40 @@ from typing import Any, Iterator, Sequence
 
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autocomp.errors import StoreError
-from autocomp.store.models import AuditRow, Base, EvaluationRow, LayerRow, PolicyRow, ScoreRow, StudyRow
+from autocomp.metrics import Metrics
+from autocomp.store.migrate import ensure_schema
+from autocomp.store.models import AuditRow, EvaluationRow, LayerRow, PolicyRow, ScoreRow, StudyRow
 
 DEFAULT_DB = "sqlite:///autocomp.db"
 _LAYER_SCORE = "__layer__"
+# Costs with a column of their own; any other cost metric is kept in ``extra["costs"]``.
+COST_COLUMNS = ("size", "bitops", "avg_bits", "latency")
+_OTHER_COSTS = "costs"
+
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is a valid study name: letters, digits, ``.``, ``_``, ``-``, at most 200.
+
+    Study names become file and directory names (Ray Tune storage, reports): nothing else is let in.
+
+    Example:
+        >>> check_study_name("digits-4bit")
+        'digits-4bit'
+        >>> check_study_name("../x")
+        Traceback (most recent call last):
+        ...
+        autocomp.errors.StoreError: invalid study name '../x': use letters, digits, '.', '_' and '-' (at most 200)
+    """
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name) or name in (".", ".."):
+        raise StoreError(f"invalid study name {name!r}: use letters, digits, '.', '_' and '-' (at most 200)")
+    return name
 
 
 def normalize_url(db: str | None) -> str:
@@ -77,15 +105,32 @@ class StudyInfo:
 
 @dataclass(frozen=True)
 class EvaluationInfo:
+    """One stored evaluation: the quality, the costs with a column, and ``extra`` (the rest).
+
+    Example:
+        >>> e = EvaluationInfo("abc", "ptq", 0.9, "accuracy", 100.0, None, 4.0, None, {"node": "n1"}, 0.5)
+        >>> e.metrics().costs
+        {'size': 100.0, 'avg_bits': 4.0}
+    """
+
     policy_id: str
     kind: str
-    accuracy: float
+    quality: float
+    quality_metric: str
     size: float | None
     bitops: float | None
     avg_bits: float | None
     latency: float | None
     extra: dict
     seconds: float | None
+
+    def metrics(self) -> Metrics:
+        """The evaluation as the :class:`~autocomp.metrics.Metrics` that was saved."""
+        extras = dict(self.extra)
+        costs = {c: getattr(self, c) for c in COST_COLUMNS if getattr(self, c) is not None}
+        costs.update(extras.pop(_OTHER_COSTS, None) or {})
+        extras.pop("policy_id", None)   # rows written from result dicts repeated it there
+        return Metrics(self.policy_id, self.quality, self.quality_metric, costs, extras, self.seconds)
 
 
 @dataclass(frozen=True)
@@ -99,25 +144,37 @@ class PolicyInfo:
 
 
 class Store:
-    """A study database at a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://...``)."""
+    """A study database at a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql://...``).
 
-    def __init__(self, url: str | None = None, create: bool = True):
+    Opening it brings its schema to this autocomp's revision (creating a new database, upgrading
+    an older one; see :mod:`autocomp.store.migrate`). ``create=False`` writes nothing: a database
+    that would need an upgrade is then an error. ``must_exist=True`` (read-only commands) makes a
+    missing SQLite file an error instead of creating an empty one (a typo in ``--db``).
+    """
+
+    def __init__(self, url: str | None = None, create: bool = True, must_exist: bool = False):
         self.url = normalize_url(url)
+        self.shown_url = _shown(self.url)
         try:
             u = make_url(self.url)
         except ArgumentError as e:
-            raise StoreError(f"not a database URL: {self.url!r}") from e
+            raise StoreError(f"not a database URL: {self.shown_url!r}") from e
         kwargs: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+        busy = 30.0
         if u.get_backend_name() == "sqlite":
             if u.database and u.database != ":memory:":
-                parent = Path(u.database).expanduser().resolve().parent
+                # ``file:PATH?mode=ro&uri=true`` (SQLite URI filenames) names PATH.
+                path = u.database[len("file:"):] if u.query.get("uri") and u.database.startswith("file:") else u.database
+                parent = Path(path).expanduser().resolve().parent
                 if not parent.is_dir():
-                    raise StoreError(f"cannot open database {self.url}: directory {str(parent)!r} does not exist")
+                    raise StoreError(f"cannot open database {self.shown_url}: directory {str(parent)!r} does not exist")
+                if must_exist and not Path(path).expanduser().exists():
+                    raise StoreError(f"no database file {str(Path(path).expanduser())!r} (check --db)")
             # How long a writer waits for another's lock: ``?timeout=SECONDS`` in the URL, else 30.
             try:
                 busy = float(u.query.get("timeout", 30))
             except (TypeError, ValueError) as e:
-                raise StoreError(f"cannot open database {self.url}: timeout must be a number of seconds") from e
+                raise StoreError(f"cannot open database {self.shown_url}: timeout must be a number of seconds") from e
             u = u.difference_update_query(["timeout"])
             kwargs["connect_args"] = {"timeout": busy}
         elif u.get_backend_name().startswith("postgresql"):
@@ -129,26 +186,25 @@ class Store:
         except ModuleNotFoundError as e:
             raise StoreError(f"database driver missing for {u.drivername} ({e.name}): pip install 'autocomp[postgres]'") from e
         except SQLAlchemyError as e:
-            raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
+            raise StoreError(f"cannot open database {self.shown_url}: {_first_line(e)}") from e
         if u.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", functools.partial(_sqlite_pragmas, busy_ms=int(busy * 1000)))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        if create:
-            self._create_tables()
+        self._open_schema(create, busy)
 
-    def _create_tables(self) -> None:
-        # Several controllers opening a new database at once race between "does the table
-        # exist?" and "CREATE TABLE": the loser sees "already exists" and simply checks again.
+    def _open_schema(self, migrate: bool, busy: float) -> None:
+        # Upgrades are serialised by a lock; should a backend still race between "does the
+        # table exist?" and "CREATE TABLE", the loser sees "already exists" and checks again.
         for attempt in range(5):
             try:
-                Base.metadata.create_all(self.engine)
+                ensure_schema(self.engine, self.shown_url, migrate, busy)
                 return
             except (OperationalError, IntegrityError, ProgrammingError) as e:
                 if attempt == 4 or not _creation_race(e):
-                    raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
+                    raise StoreError(f"cannot open database {self.shown_url}: {_first_line(e)}") from e
                 time.sleep(0.05 * (attempt + 1))
             except SQLAlchemyError as e:
-                raise StoreError(f"cannot open database {self.url}: {_first_line(e)}") from e
+                raise StoreError(f"cannot open database {self.shown_url}: {_first_line(e)}") from e
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -159,13 +215,23 @@ class Store:
         try:
             yield s
             s.commit()
+        except json.JSONDecodeError as e:  # a JSON column edited or damaged outside autocomp
+            s.rollback()
+            raise StoreError(f"database {self.shown_url} holds a value that is not valid JSON ({e.msg}): "
+                             "the study's stored config or policies were damaged") from e
         except OperationalError as e:
             s.rollback()
             msg = _first_line(e)
             if "database is locked" in msg:
-                raise StoreError(f"SQLite database {self.url} is locked by another writer: "
+                raise StoreError(f"SQLite database {self.shown_url} is locked by another writer: "
                                  "use a server database (--db postgresql://...) for parallel searches") from e
-            raise StoreError(f"database error on {self.url}: {msg}") from e
+            raise StoreError(f"database error on {self.shown_url}: {msg}") from e
+        except IntegrityError:   # callers tell a duplicate from a failure
+            s.rollback()
+            raise
+        except DatabaseError as e:  # e.g. a file that is not (or no longer) a SQLite database
+            s.rollback()
+            raise StoreError(f"database error on {self.shown_url}: {_first_line(e)}") from e
         except Exception:
             s.rollback()
             raise
@@ -183,7 +249,7 @@ class Store:
             return existing, False
         try:
             with self.session() as s:
-                row = StudyRow(name=name, status="created", config=_clean_json(config or {}))
+                row = StudyRow(name=check_study_name(name), status="created", config=_clean_json(config or {}))
                 s.add(row)
                 s.flush()
                 sid = row.id
@@ -197,7 +263,7 @@ class Store:
             if row is None:
                 if missing_ok:
                     return None
-                raise StoreError(f"no study named {name!r} in {self.url}")
+                raise StoreError(f"no study named {name!r} in {self.shown_url}")
             return _study(row)
 
     def get_study_by_id(self, sid: int) -> StudyInfo:
@@ -255,7 +321,7 @@ class Store:
 
     def load_sensitivity(self, study: StudyInfo, proxy: str):
         """The stored sensitivity of ``proxy``, or ``None`` when it was never scored."""
-        from autocomp.proxies import Sensitivity
+        from autocomp.sensitivity import Sensitivity
 
         with self.session() as s:
             rows = list(s.scalars(select(ScoreRow).where(ScoreRow.study_id == study.id, ScoreRow.proxy == proxy)))
@@ -294,7 +360,7 @@ class Store:
     def get_policy(self, study: StudyInfo, policy_id: str) -> PolicyInfo:
         with self.session() as s:
             rows = list(s.scalars(select(PolicyRow).where(PolicyRow.study_id == study.id,
-                                                          PolicyRow.policy_id.startswith(policy_id))))
+                                                          PolicyRow.policy_id.startswith(policy_id, autoescape=True))))
         if not rows:
             raise StoreError(f"study {study.name!r} has no policy {policy_id!r}")
         if len(rows) > 1:
@@ -306,16 +372,27 @@ class Store:
             return [_policy(r) for r in s.scalars(select(PolicyRow).where(PolicyRow.study_id == study.id).order_by(PolicyRow.id))]
 
     # ---- evaluations --------------------------------------------------------------------------
-    def save_evaluation(self, study: StudyInfo, policy_id: str, metrics: dict, kind: str = "ptq") -> bool:
-        """Commit one evaluation now; returns False when that (policy, kind) was already stored."""
-        row = EvaluationRow(
-            study_id=study.id, policy_id=policy_id, kind=kind, accuracy=float(metrics["accuracy"]),
-            size=_finite(metrics.get("size")), bitops=_finite(metrics.get("bitops")),
-            avg_bits=_finite(metrics.get("avg_bits")), latency=_finite(metrics.get("latency")),
-            extra=_clean_json({k: v for k, v in metrics.items() if k not in
-                               ("accuracy", "size", "bitops", "avg_bits", "latency", "seconds")}),
-            seconds=_finite(metrics.get("seconds")),
-        )
+    def save_evaluation(self, study: StudyInfo, metrics: Metrics, kind: str = "ptq") -> bool:
+        """Commit one evaluation now; returns False when that (policy, kind) was already stored.
+
+        Costs with a column (size, bitops, avg_bits, latency) go there; other costs go to
+        ``extra["costs"]`` and the extras to ``extra``, so ``EvaluationInfo.metrics()`` gives
+        ``metrics`` back.
+
+        Example:
+            >>> store = Store("sqlite://")
+            >>> study, _ = store.open_study("demo")
+            >>> store.save_evaluation(study, Metrics("abc", 0.9, costs={"size": 100.0}))
+            True
+            >>> store.list_evaluations(study)[0].metrics() == Metrics("abc", 0.9, costs={"size": 100.0})
+            True
+        """
+        costs = dict(metrics.costs)
+        columns = {c: _finite(costs.pop(c, None)) for c in COST_COLUMNS}
+        extra = {**metrics.extras, _OTHER_COSTS: costs} if costs else dict(metrics.extras)
+        row = EvaluationRow(study_id=study.id, policy_id=metrics.policy_id, kind=kind,
+                            quality=float(metrics.quality), quality_metric=metrics.quality_metric, **columns,
+                            extra=_clean_json(extra), seconds=_finite(metrics.seconds))
         try:
             with self.session() as s:
                 s.add(row)
@@ -324,6 +401,8 @@ class Store:
             return False
 
     def update_evaluation(self, study: StudyInfo, policy_id: str, kind: str = "ptq", **fields: Any) -> None:
+        """Change a stored evaluation: ``quality``, ``quality_metric`` and the cost columns are
+        set; any other field is merged into ``extra`` (e.g. kernel validation figures)."""
         with self.session() as s:
             row = s.scalar(select(EvaluationRow).where(EvaluationRow.study_id == study.id,
                                                        EvaluationRow.policy_id == policy_id,
@@ -332,8 +411,10 @@ class Store:
                 raise StoreError(f"study {study.name!r} has no {kind} evaluation of policy {policy_id!r}")
             extra = dict(row.extra or {})
             for k, v in fields.items():
-                if k in ("latency", "accuracy", "size", "bitops", "avg_bits"):
+                if k in ("quality", *COST_COLUMNS):
                     setattr(row, k, _finite(v))
+                elif k == "quality_metric":
+                    row.quality_metric = str(v)
                 else:
                     extra[k] = v
             row.extra = _clean_json(extra)
@@ -348,8 +429,9 @@ class Store:
             q = select(EvaluationRow).where(EvaluationRow.study_id == study.id)
             if kind is not None:
                 q = q.where(EvaluationRow.kind == kind)
-            return [EvaluationInfo(r.policy_id, r.kind, r.accuracy, r.size, r.bitops, r.avg_bits, r.latency,
-                                   _restore_json(dict(r.extra or {})), r.seconds) for r in s.scalars(q.order_by(EvaluationRow.id))]
+            return [EvaluationInfo(r.policy_id, r.kind, r.quality, r.quality_metric, r.size, r.bitops, r.avg_bits,
+                                   r.latency, _restore_json(dict(r.extra or {})), r.seconds)
+                    for r in s.scalars(q.order_by(EvaluationRow.id))]
 
 
     # ---- proxy audits -------------------------------------------------------------------------
@@ -370,6 +452,14 @@ class Store:
         out = [{"proxy": r.proxy, "data": r.data, "spearman": r.spearman, "kendall": r.kendall,
                 "samples": r.samples, "seconds": r.seconds} for r in rows]
         return sorted(out, key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
+
+def _shown(url: str) -> str:
+    """The URL as messages show it: any password masked (never printed, never logged)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: nothing that parses as a password
+        return url
+
 
 def _study(row: StudyRow) -> StudyInfo:
     return StudyInfo(row.id, row.name, row.status, _restore_json(dict(row.config or {})), row.created_at, row.updated_at)

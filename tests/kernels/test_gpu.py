@@ -45,10 +45,10 @@ def test_validate_digits_policy_on_cuda(digits):
     from autocomp.calibrate import activation_ranges, activation_stats
     from autocomp.kernels.validate import ACT_BITS, validate_policy
     from autocomp.policy import Choice, Policy
-    from autocomp.profile import is_quantizable
+    from autocomp.modules import quantizable_layers
 
     m = digits.model()
-    names = [n for n, mm in m.named_modules() if n and is_quantizable(mm)]
+    names = [n for n, _ in quantizable_layers(m)]
     ranges = activation_ranges(activation_stats(m, names, digits.calib), ACT_BITS)
     choices = [Choice(8, 8), Choice(4, 8), Choice(1.58, 8), Choice(1, 8), Choice(6, 8), Choice(2, 8), Choice(4, 8, 0.5),
                Choice(8, 8), Choice(4, 32)]

@@ -10,7 +10,7 @@ from autocomp.kernels.cpu import Int8Conv2d, Int8Linear, cpu_int8_available
 from autocomp.kernels.modules import QuantConv2d, QuantLinear, weight_codes
 from autocomp.kernels.validate import ACT_BITS, BOUNDS, layer_errors
 from autocomp.policy import Choice, Policy, apply
-from autocomp.profile import is_quantizable
+from autocomp.modules import quantizable_layers
 from autocomp.quant import act_qparams, compress_weight, fake_quant_act
 
 needs_int8 = pytest.mark.skipif(not cpu_int8_available(), reason="no FBGEMM/oneDNN int8 kernels on this CPU")
@@ -19,7 +19,7 @@ needs_int8 = pytest.mark.skipif(not cpu_int8_available(), reason="no FBGEMM/oneD
 @pytest.fixture(scope="module")
 def ranges(digits):
     m = digits.model()
-    names = [n for n, mm in m.named_modules() if n and is_quantizable(mm)]
+    names = [n for n, _ in quantizable_layers(m)]
     return names, activation_ranges(activation_stats(m, names, digits.calib), ACT_BITS)
 
 

@@ -20,7 +20,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def study_db(tmp_path_factory, digits, digits_layers):
     """A real study: three policies evaluated by the real PTQ evaluator (in process, no Ray)."""
-    from autocomp.workers.ptq import PTQEvaluator
+    from autocomp.evaluators import get_evaluator
 
     url = f"sqlite:///{tmp_path_factory.mktemp('val') / 'study.db'}"
     store = Store(url)
@@ -30,11 +30,11 @@ def study_db(tmp_path_factory, digits, digits_layers):
     store.update_config(study, fp32={m: cm.fp32(m) for m in ("size", "bitops", "avg_bits")}, front_costs=["size"])
     names = [l.name for l in digits_layers]
     mixed = Policy.from_choices(dict(zip(names, [Choice(8, 8)] + [Choice(4, 8)] * 7 + [Choice(8, 8)])))
-    ev = PTQEvaluator("digits")
+    ev = get_evaluator("ptq")
     for pol, source in ((mixed, "ilp"), (Policy.uniform(names, Choice(8, 8)), "uniform"),
                         (Policy.uniform(names, Choice(32, 32)), "fp32")):
         store.save_policy(study, pol, source, source, cm.costs(pol))
-        store.save_evaluation(study, pol.id, {**ev.evaluate(pol.to_dict()), **cm.costs(pol)})
+        store.save_evaluation(study, ev.evaluate(digits, pol).with_costs(cm.costs(pol)))
     return url, mixed
 
 
@@ -53,10 +53,10 @@ def test_validate_writes_measured_latency_and_front_shows_it(study_db):
     m = evs[mixed.id]
     assert m.extra["kernel_max_rel_err"] < 1e-4 and m.extra["kernel_backends"] == {"cpu_int8": 9}
     # the kernel model classifies as the simulation did (same integer math)
-    assert m.extra["kernel_accuracy"] == pytest.approx(m.accuracy, abs=1 / 450)
+    assert m.extra["kernel_accuracy"] == pytest.approx(m.quality, abs=1 / 450)
     show = runner.invoke(app, ["front", "show", "val", "--db", url])
     assert show.exit_code == 0, show.output
-    assert f"{m.latency * 1e3:.3g} ms" in show.output and "x cpu)" in show.output
+    assert CostModel([]).format("latency", m.latency) in show.output and f"{m.extra['speedup']:.2f}x cpu" in show.output
     shown = json.loads(runner.invoke(app, ["front", "show", "val", "--db", url, "--json"]).output)
     assert {p["policy_id"]: p["speedup"] for p in shown["points"]}[mixed.id] == pytest.approx(m.extra["speedup"])
 
@@ -92,10 +92,11 @@ def test_profile_latency_table_drives_a_latency_budget(tmp_path, digits, digits_
     assert keys <= set(table[digits_layers[1].name]) and all(v > 0 for r in table.values() for v in r.values())
     cm = CostModel(digits_layers, latency_table=table)
     fastest = sum(min(v for k, v in table[l.name].items() if k != "w32a32") for l in digits_layers)
-    limit = max(fastest * 1.05, 0.7 * cm.fp32("latency")) / cm.fp32("latency")
-    budget = parse_budget(f"latency<={100 * min(limit, 1.0):.4g}%")
+    # An absolute bound the table can meet however the timings fell (on a loaded machine the
+    # low-bit kernels can even be slower than fp32, so no relative bound is safe).
+    budget = parse_budget(f"latency<={max(fastest * 1.05, 0.7 * cm.fp32('latency')) * 1e3:.6g}ms")
     sens = get_proxy("quant_mse").score(digits, digits_layers, space)
-    alloc = get_allocator("ilp").solve(digits_layers, sens, space, budget, cm)
+    alloc = get_allocator("ilp").solve(digits_layers, sens, space, budget.resolve(cm), cm)
     assert cm.satisfies(alloc.policy, budget)
     assert cm.cost("latency", alloc.policy) <= budget.constraints[0].limit(cm) * (1 + 1e-9)
 

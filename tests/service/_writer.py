@@ -16,6 +16,7 @@ import time
 def main() -> None:
     url, study_name, writer, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     from autocomp.errors import StoreError
+    from autocomp.metrics import Metrics
     from autocomp.store import Store
 
     store = Store(url)
@@ -26,8 +27,8 @@ def main() -> None:
     try:
         study, _ = store.open_study(study_name, {"model": "digits"})  # every writer races to create it
         for i in range(n):
-            if store.save_evaluation(study, f"w{writer}-p{i}", {"accuracy": (writer * n + i) / 1000.0,
-                                                               "size": float(i), "seconds": 0.0}):
+            if store.save_evaluation(study, Metrics(f"w{writer}-p{i}", (writer * n + i) / 1000.0,
+                                                    costs={"size": float(i)}, seconds=0.0)):
                 stored += 1
     except StoreError as e:
         error = str(e)

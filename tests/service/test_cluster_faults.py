@@ -127,7 +127,7 @@ def _evaluations(url: str, study: str) -> dict[str, float]:
     st = store.get_study(study)
     evals = store.list_evaluations(st)
     assert len({e.policy_id for e in evals}) == len(evals)          # never two rows of one policy
-    return {e.policy_id: e.accuracy for e in evals}
+    return {e.policy_id: e.quality for e in evals}
 
 
 def _front(url: str, study: str) -> list[tuple]:
@@ -207,21 +207,25 @@ def _wait_for_policies(url: str, study: str, proc: subprocess.Popen) -> None:
         store.dispose()
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(service):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(service, sig, code):
+    """Ctrl-C (SIGINT to the foreground group) and SIGTERM (a scheduler, ``kill``) end the same way."""
     _, url, _ = service
-    proc = _launch(service, "interrupted")
-    _wait_for_policies(url, "interrupted", proc)
-    os.killpg(proc.pid, signal.SIGINT)      # what Ctrl-C in a terminal sends to the foreground group
+    name = f"interrupted-{code}"
+    proc = _launch(service, name)
+    _wait_for_policies(url, name, proc)
+    os.killpg(proc.pid, sig)
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
 
-    assert proc.returncode == 130, err
-    assert "resume with `autocomp search --study interrupted`" in err
+    assert proc.returncode == code, err
+    assert f"resume with `autocomp search --study {name}`" in err
     assert "Traceback" not in err
     store = Store(url)
-    st = store.get_study("interrupted")
+    st = store.get_study(name)
     assert st.status == "interrupted"
+    assert st.config["resume_command"] == f"autocomp search --study {name}"
     assert len(store.evaluated_ids(st)) < len(store.list_policies(st))

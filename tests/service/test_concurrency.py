@@ -61,3 +61,42 @@ def test_sqlite_under_several_writers_keeps_every_row_or_says_use_a_server_db(tm
         else:
             assert r["stored"] == 20
     assert [s["name"] for s in store.list_studies()] == ["shared"]
+
+
+_OPENER = """
+import os, sys, time
+from autocomp.store import Store
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+store = Store(sys.argv[1])          # every opener races to upgrade the old database
+print(len(store.list_evaluations(store.get_study("first"))), flush=True)
+"""
+
+
+def test_four_processes_opening_a_pre_alembic_database_upgrade_it_once(tmp_path):
+    import shutil
+    import sqlite3
+
+    from autocomp.store.migrate import VERSION_TABLE, head_revision
+
+    path = tmp_path / "old.db"
+    shutil.copyfile(Path(__file__).parents[1] / "store" / "fixtures" / "pre_alembic.db", path)
+    with sqlite3.connect(path) as c:
+        rows = c.execute("SELECT count(*) FROM autocomp_evaluations").fetchone()[0]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _OPENER, f"sqlite:///{path}", str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        go.touch()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, outs)] == [(0, str(rows))] * 4, outs
+    with sqlite3.connect(path) as c:
+        assert c.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [(head_revision(),)]
+        assert c.execute("SELECT count(*), min(quality_metric) FROM autocomp_evaluations").fetchone() == (rows, "accuracy")

@@ -197,7 +197,7 @@ def test_search_over_ray_client(head, user_code, tmp_path):
         evals = store.list_evaluations(st)
         assert st.status == "done"
         assert len(evals) == len(policies) >= 4 and {e.policy_id for e in evals} == policies
-        assert all(0.0 <= e.accuracy <= 1.0 for e in evals)
+        assert all(0.0 <= e.quality <= 1.0 for e in evals)
         stored_front = [p["policy_id"] for p in front(store, st)]
     finally:
         store.dispose()

@@ -38,24 +38,25 @@ def refined(ray_session, tmp_path_factory):
 _EV: list = []
 
 
-def _evaluator():
-    from autocomp.workers.ptq import PTQEvaluator
+def _evaluate(policy: Policy):
+    """The actors' ``ptq`` evaluator, in this process (one evaluator and workload, set up once)."""
+    from autocomp.evaluators import get_evaluator
+    from autocomp.workload import load_workload
 
     if not _EV:
-        _EV.append(PTQEvaluator("digits"))
-    return _EV[0]
+        _EV.extend([get_evaluator("ptq"), load_workload("digits")])
+    return _EV[0].evaluate(_EV[1], policy)
 
 
 @pytest.fixture(scope="module")
 def local_eval():
     """``evaluate_batch`` running the actors' evaluator in this process."""
-    ev = _evaluator()
     calls: list[str] = []
 
     def evaluate_batch(policies, on_result, on_error):
         for p in policies:
             calls.append(p.id)
-            on_result(ev.evaluate(p.to_dict()))
+            on_result(_evaluate(p))
 
     evaluate_batch.calls = calls
     return evaluate_batch
@@ -93,7 +94,7 @@ def test_seeds_are_the_stored_policies_and_refined_ones_join_the_front(refined, 
     assert any(pols[pid].source == "ilp" for pid in seed_values)
     evals = {e.policy_id: e for e in store.list_evaluations(st)}
     for pid, values in seed_values.items():  # told the stored result, not evaluated again
-        assert values[0] == evals[pid].accuracy and values[1] == pytest.approx(evals[pid].size)
+        assert values[0] == evals[pid].quality and values[1] == pytest.approx(evals[pid].size)
     refined_trials = [t for t in trials if t.user_attrs.get("role") == "refine" and t.state == TrialState.COMPLETE]
     assert len(refined_trials) == CFG.refine == result.refined
     opt = {pid: p for pid, p in pols.items() if p.source == "optuna"}
@@ -151,13 +152,13 @@ def test_trials_left_running_in_the_optuna_study_are_closed(refined, digits, loc
     assert ps.policy_of(t1.params) == landed and ps.policy_of(t2.params) == lost
     costs = ctx["cm"].costs(landed)
     store.save_policy(st, landed, "optuna", "killed", costs)
-    store.save_evaluation(st, landed.id, {**_evaluator().evaluate(landed.to_dict()), **costs})
+    store.save_evaluation(st, _evaluate(landed).with_costs(costs))
     n0 = len(local_eval.calls)
     closed = refine(**ctx, n=0, evaluate_batch=local_eval)
     assert closed.recovered == 2 and len(local_eval.calls) == n0
     trials = {t.number: t for t in optuna.load_study(study_name="r", storage=store.url).trials}
     assert trials[t1.number].state == TrialState.COMPLETE             # told its stored result
-    assert trials[t1.number].values[0] == store.list_evaluations(st)[-1].accuracy
+    assert trials[t1.number].values[0] == store.list_evaluations(st)[-1].quality
     assert trials[t2.number].state == TrialState.FAIL
     assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
     res = refine(**ctx, n=closed.done + 1, evaluate_batch=local_eval)
@@ -209,7 +210,7 @@ def test_refine_on_every_storage(storage_url, digits, digits_layers, local_eval)
     seeds = [Policy.from_choices([(n, Choice(8 if i == 0 else b, 8, 0.0)) for i, n in enumerate(names)]) for b in (4, 6)]
     for pol in seeds:
         store.save_policy(st, pol, "ilp", "seed", cm.costs(pol))
-        store.save_evaluation(st, pol.id, {**_evaluator().evaluate(pol.to_dict()), **cm.costs(pol)})
+        store.save_evaluation(st, _evaluate(pol).with_costs(cm.costs(pol)))
     ctx = dict(spec="digits", layers=digits_layers, space=load_space(CFG.space), budget=budget, cm=cm, workers=2)
     res = refine(store, st, n=2, evaluate_batch=local_eval, **ctx)
     assert res.evaluated == 2 and res.done == 2
@@ -220,6 +221,36 @@ def test_refine_on_every_storage(storage_url, digits, digits_layers, local_eval)
     assert sum(t.user_attrs.get("role") == "refine" and t.state == TrialState.COMPLETE for t in trials) == 2
     assert sum(p.source == "optuna" for p in store.list_policies(st)) == 2
     assert refine(store, st, n=2, evaluate_batch=local_eval, **ctx).evaluated == 0
+    store.dispose()
+
+
+def test_the_first_objective_follows_the_quality_metric(sqlite_url, digits, digits_layers, local_eval):
+    """A lower-is-better quality is minimised; a stored study of the other direction is refused."""
+    def as_loss(m):
+        return replace(m, quality=1.0 - m.quality, quality_metric="loss")
+
+    def evaluate_batch(policies, on_result, on_error):
+        local_eval(policies, lambda m: on_result(as_loss(m)), on_error)
+
+    store = Store(sqlite_url)
+    budget = parse_budget(CFG.budget)
+    cm = CostModel(digits_layers, total_params=model_param_count(digits.model()))
+    st, _ = store.open_study("loss", {"model": "digits", "budget_text": budget.describe()})
+    store.save_layers(st, digits_layers)
+    names = [l.name for l in digits_layers]
+    seed = Policy.from_choices([(n, Choice(8 if i == 0 else 4, 8, 0.0)) for i, n in enumerate(names)])
+    store.save_policy(st, seed, "ilp", "seed", cm.costs(seed))
+    store.save_evaluation(st, as_loss(_evaluate(seed)).with_costs(cm.costs(seed)))
+    ctx = dict(spec="digits", layers=digits_layers, space=load_space(CFG.space), budget=budget, cm=cm, workers=2)
+    res = refine(store, st, n=2, quality="loss", evaluate_batch=evaluate_batch, **ctx)
+    assert res.evaluated == 2
+    ostudy = optuna.load_study(study_name="loss", storage=store.url)
+    assert [d.name for d in ostudy.directions] == ["MINIMIZE", "MINIMIZE"]
+    assert ostudy.metric_names == ["loss", "size"]
+    seeded = next(t for t in ostudy.trials if t.user_attrs.get("role") == "seed")
+    assert seeded.values[0] == store.list_evaluations(st)[0].quality                  # told the stored loss
+    with pytest.raises(AutocompError, match="optimises minimize/minimize, this run maximize/minimize"):
+        refine(store, st, n=3, evaluate_batch=local_eval, **ctx)                      # accuracy: maximised
     store.dispose()
 
 
@@ -244,7 +275,7 @@ def _local_batch(calls):
     def evaluate_batch(policies, on_result, on_error):
         for p in policies:
             calls.append(p.id)
-            on_result(_evaluator().evaluate(p.to_dict()))
+            on_result(_evaluate(p))
     return evaluate_batch
 
 
@@ -256,7 +287,7 @@ def _trials(store):
 def _evals(store):
     rows = store.list_evaluations(store.get_study("r"))
     assert len({e.policy_id for e in rows}) == len(rows)            # nothing evaluated twice
-    return {e.policy_id: e.accuracy for e in rows}
+    return {e.policy_id: e.quality for e in rows}
 
 
 @pytest.mark.parametrize("phase", ["ask", "evaluate", "write"])
@@ -280,7 +311,7 @@ def test_refinement_interrupted_anywhere_resumes_to_the_uninterrupted_result(pha
     def evaluate(policies, on_result, on_error):
         batches.append([p.id for p in policies])
         if phase == "evaluate" and len(batches) == 2:   # batch 1: one result lands, then the stop
-            on_result(_evaluator().evaluate(policies[0].to_dict()))
+            on_result(_evaluate(policies[0]))
             raise KeyboardInterrupt
         _local_batch(calls)(policies, on_result, on_error)
 

@@ -34,7 +34,7 @@ def _refined(db: Path) -> int:
 
 def _state(db: Path, study: str) -> tuple[dict, list]:
     with sqlite3.connect(db) as c:
-        evals = dict(c.execute("select e.policy_id, e.accuracy from autocomp_evaluations e join autocomp_studies s "
+        evals = dict(c.execute("select e.policy_id, e.quality from autocomp_evaluations e join autocomp_studies s "
                                "on s.id = e.study_id where s.name = ?", (study,)).fetchall())
         dup = c.execute("select count(*) from (select study_id, policy_id, kind from autocomp_evaluations "
                         "group by study_id, policy_id, kind having count(*) > 1)").fetchone()[0]

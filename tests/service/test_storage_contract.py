@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from autocomp.errors import StoreError
+from autocomp.metrics import Metrics
 from autocomp.policy import Choice, Policy
 from autocomp.proxies import Sensitivity
 from autocomp.store import Store
@@ -43,9 +44,10 @@ def test_layers_scores_policies_and_evaluations_round_trip(storage_url, digits_l
     pol = Policy.from_choices({n: Choice(4 if i % 2 else 8, 8, 0.25 * (i % 3)) for i, n in enumerate(names)})
     assert store.save_policy(study, pol, "ilp", "ilp size<=40KB", {"size": 40960.0}, {"status": "Optimal"})
     assert not store.save_policy(study, pol, "ilp")               # stored once, by id
-    assert store.save_evaluation(study, pol.id, {"accuracy": 0.97, "size": 40960.0, "bitops": 2.5e7,
-                                                 "avg_bits": 5.5, "seconds": 0.12, "node": "n1"})
-    assert not store.save_evaluation(study, pol.id, {"accuracy": 0.5})   # never two of one (policy, kind)
+    saved = Metrics(pol.id, 0.97, costs={"size": 40960.0, "bitops": 2.5e7, "avg_bits": 5.5, "energy": 3.0},
+                    extras={"node": "n1"}, seconds=0.12)
+    assert store.save_evaluation(study, saved)
+    assert not store.save_evaluation(study, Metrics(pol.id, 0.5))   # never two of one (policy, kind)
     store.update_evaluation(study, pol.id, latency=1.25, speedup=2.0)
 
     other = Store(storage_url)          # a second connection reads what the first committed
@@ -58,9 +60,11 @@ def test_layers_scores_policies_and_evaluations_round_trip(storage_url, digits_l
     assert Policy.from_dict(info.policy) == pol and info.policy_id == pol.id
     assert (info.source, info.label, info.costs, info.info) == ("ilp", "ilp size<=40KB", {"size": 40960.0}, {"status": "Optimal"})
     [ev] = other.list_evaluations(st)
-    assert (ev.policy_id, ev.accuracy, ev.size, ev.bitops, ev.avg_bits, ev.latency, ev.seconds) == \
-        (pol.id, 0.97, 40960.0, 2.5e7, 5.5, 1.25, 0.12)
-    assert ev.extra == {"node": "n1", "speedup": 2.0}
+    assert (ev.policy_id, ev.quality, ev.quality_metric, ev.size, ev.bitops, ev.avg_bits, ev.latency, ev.seconds) == \
+        (pol.id, 0.97, "accuracy", 40960.0, 2.5e7, 5.5, 1.25, 0.12)
+    assert ev.extra == {"node": "n1", "speedup": 2.0, "costs": {"energy": 3.0}}   # a cost without a column
+    assert ev.metrics() == Metrics(pol.id, 0.97, costs={**saved.costs, "latency": 1.25},
+                                   extras={"node": "n1", "speedup": 2.0}, seconds=0.12)
     assert other.evaluated_ids(st) == {pol.id}
     counts = other.list_studies()[0]
     assert (counts["layers"], counts["policies"], counts["evaluations"]) == (len(names), 1, 1)
@@ -73,8 +77,8 @@ def test_inf_and_nan_round_trip(storage_url):
     store.save_sensitivity(study, sens)
     pol = Policy.from_choices({"a": Choice(2, 8, 0.0)})
     store.save_policy(study, pol, "ilp", costs={"size": math.inf}, info={"objective": math.nan})
-    store.save_evaluation(study, pol.id, {"accuracy": math.nan, "size": math.inf, "bitops": -math.inf,
-                                          "loss": math.nan})
+    store.save_evaluation(study, Metrics(pol.id, math.nan, costs={"size": math.inf, "bitops": -math.inf},
+                                         extras={"loss": math.nan}))
 
     other = Store(storage_url)
     st = other.get_study("nf")
@@ -85,7 +89,7 @@ def test_inf_and_nan_round_trip(storage_url):
     info = other.get_policy(st, pol.id)
     assert info.costs["size"] == math.inf and math.isnan(info.info["objective"])
     [ev] = other.list_evaluations(st)
-    assert math.isnan(ev.accuracy) and ev.size == math.inf and ev.bitops == -math.inf
+    assert math.isnan(ev.quality) and ev.size == math.inf and ev.bitops == -math.inf
     assert math.isnan(ev.extra["loss"])
 
 
@@ -121,11 +125,11 @@ def test_locked_sqlite_says_to_use_a_server_database(tmp_path):
     holder.execute("BEGIN EXCLUSIVE")        # another process's long write transaction
     try:
         with pytest.raises(StoreError, match=r"locked by another writer: use a server database \(--db postgresql"):
-            store.save_evaluation(study, "p1", {"accuracy": 0.5})
+            store.save_evaluation(study, Metrics("p1", 0.5))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert store.save_evaluation(study, "p1", {"accuracy": 0.5})      # nothing half-written: it works now
+    assert store.save_evaluation(study, Metrics("p1", 0.5))      # nothing half-written: it works now
     assert store.evaluated_ids(study) == {"p1"}
 
 
@@ -136,3 +140,15 @@ def test_unreachable_postgresql_is_one_clear_error():
     with pytest.raises(StoreError, match=rf"cannot open database postgresql://nobody@127.0.0.1:{port}/x: ") as e:
         Store(f"postgresql://nobody@127.0.0.1:{port}/x")
     assert "\n" not in str(e.value)
+
+
+def test_a_lower_is_better_quality_metric_round_trips_and_updates(storage_url):
+    store = Store(storage_url)
+    study, _ = store.open_study("lm", {"model": "tiny-lm"})
+    assert store.save_evaluation(study, Metrics("p1", 12.5, "perplexity", {"size": 10.0}, seconds=1.0), kind="qat")
+    store.update_evaluation(study, "p1", kind="qat", quality=11.0, latency=0.5, tokens=128)
+
+    [ev] = Store(storage_url).list_evaluations(store.get_study("lm"), kind="qat")
+    assert (ev.quality, ev.quality_metric, ev.size, ev.latency) == (11.0, "perplexity", 10.0, 0.5)
+    assert ev.metrics() == Metrics("p1", 11.0, "perplexity", {"size": 10.0, "latency": 0.5}, {"tokens": 128}, 1.0)
+    assert store.list_evaluations(study) == []            # kind="ptq" by default

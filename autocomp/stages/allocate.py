@@ -1,0 +1,85 @@
+"""Stage ``allocate``: the allocator's sweep over the budget, mixed precision at the cost of each
+uniform baseline (HAWQ's comparison), and the baselines themselves, stored as candidate policies.
+
+Example:
+    >>> cands = plan_candidates(ctx, sens, "ilp", points=12)    # doctest: +SKIP
+    >>> save_candidates(store, study, ctx, cands)               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from autocomp.allocators import Allocation, get_allocator
+from autocomp.errors import AutocompError, InfeasibleBudget
+from autocomp.policy import Choice, Policy
+from autocomp.sensitivity import Sensitivity
+from autocomp.stages.context import StudyContext
+from autocomp.store import Store
+from autocomp.store.repository import StudyInfo
+
+DEFAULT_BASELINES = (8, 6, 4, 3, 2)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A policy to evaluate, with where it came from."""
+
+    policy: Policy
+    source: str                      # the allocator's name, uniform, fp32, optuna ...
+    label: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def baselines(ctx: StudyContext, bits: Sequence[int] = DEFAULT_BASELINES) -> list[Candidate]:
+    """Uniform ``w{b}a8`` policies and the fp32 model."""
+    out = [Candidate(Policy.uniform(ctx.names, Choice(b, 8, 0.0)), "uniform", f"uniform w{b}a8") for b in bits]
+    out.append(Candidate(Policy.uniform(ctx.names, Choice(32, 32, 0.0)), "fp32", "fp32"))
+    return out
+
+
+def _candidate(a: Allocation, allocator: str, label: str) -> Candidate:
+    return Candidate(a.policy, allocator, label,
+                     {"objective": a.objective, "status": a.status, "budget": a.budget.to_dict()})
+
+
+def plan_candidates(ctx: StudyContext, sens: Sensitivity, allocator: str = "ilp", points: int = 12,
+                    baseline_bits: Sequence[int] = DEFAULT_BASELINES, on_progress=None) -> list[Candidate]:
+    """Baselines first, then the sweep, then the allocator at each baseline's cost; writes nothing.
+
+    A searched policy equal to a baseline is stored once, as the baseline.
+    """
+    if points < 1:
+        raise AutocompError("--points must be at least 1")
+    alloc = get_allocator(allocator)
+    cm, limits = ctx.cm, ctx.limits
+    out = baselines(ctx, baseline_bits)
+    for a in alloc.sweep(list(ctx.layers), sens, ctx.space, limits, cm, points=points):
+        p = a.limits.primary
+        out.append(_candidate(a, allocator, f"{allocator} {p.metric}<={cm.format(p.metric, p.bound)}"))
+    if on_progress is not None:
+        on_progress(points)
+    primary = limits.primary.metric
+    for b in baseline_bits:
+        cost = cm.cost(primary, Policy.uniform(ctx.names, Choice(b, 8, 0.0)))
+        if cost > limits[primary] * (1 + 1e-9):
+            continue
+        try:
+            a = alloc.solve(list(ctx.layers), sens, ctx.space, limits.with_limit(primary, cost), cm)
+        except InfeasibleBudget:
+            continue
+        out.append(_candidate(a, allocator, f"{allocator} @uniform-{b}bit {primary}"))
+    return out
+
+
+def save_candidates(store: Store, study: StudyInfo, ctx: StudyContext, candidates: Sequence[Candidate]) -> list[Policy]:
+    """Store each distinct candidate once, with its costs; returns the distinct policies in order."""
+    seen: set[str] = set()
+    out = []
+    for c in candidates:
+        if c.policy.id in seen:
+            continue
+        seen.add(c.policy.id)
+        store.save_policy(study, c.policy, c.source, c.label, ctx.cm.costs(c.policy), c.info)
+        out.append(c.policy)
+    return out

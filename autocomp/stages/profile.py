@@ -1,0 +1,56 @@
+"""Stage ``profile``: the workload's layers and cost model, checked against the budget, and their
+record in the study.
+
+Example:
+    >>> ctx = profile(load_workload("digits"), parse_budget("size<=25%"), load_space("mixed_precision"))  # doctest: +SKIP
+    >>> record_profile(store, study, ctx)                                                                  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from autocomp.allocators import check_feasible
+from autocomp.budget import Budget
+from autocomp.errors import AutocompError
+from autocomp.profile import model_param_count, profile_model
+from autocomp.search_spaces import SearchSpace
+from autocomp.stages.context import StudyContext, make_context
+from autocomp.store import Store
+from autocomp.store.repository import StudyInfo
+from autocomp.workload import Workload
+
+
+def profile(workload: Workload, budget: Budget, space: SearchSpace, latency_table: Any = None) -> StudyContext:
+    """Profile ``workload``'s model and resolve ``budget`` on it; writes nothing.
+
+    Raises:
+        AutocompError: the model has no compressible layer.
+        InfeasibleBudget: the budget is below what the space can reach (the message names the minimum).
+    """
+    model = workload.model()
+    layers = profile_model(model, workload.sample_input())
+    if not layers:
+        raise AutocompError(f"model {workload.spec or workload.name!r} has no Conv1d/Conv2d/Linear layer to compress")
+    ctx = make_context(workload.spec or workload.name, layers, space, budget, model_param_count(model),
+                       latency_table, workload.quality)
+    check_feasible(layers, space.resolved_choices(layers).choices, ctx.limits, ctx.cm)
+    return ctx
+
+
+def check_profile(store: Store, study: StudyInfo, ctx: StudyContext) -> None:
+    """Refuse a study created for another model, or holding another profile of this one (reads only)."""
+    if study.config.get("model") not in (None, ctx.spec):
+        raise AutocompError(f"study {study.name!r} was created for model {study.config.get('model')!r}, "
+                            f"not {ctx.spec!r}: pick another --study name")
+    stored = store.load_layers(study)
+    if stored and [l.to_dict() for l in stored] != [l.to_dict() for l in ctx.layers]:
+        raise AutocompError(f"study {study.name!r} holds a different profile of {ctx.spec!r} "
+                            "(the model changed since): pick another --study name")
+
+
+def record_profile(store: Store, study: StudyInfo, ctx: StudyContext, **config: Any) -> None:
+    """Store the layers (once) and what :func:`~autocomp.stages.context.load_context` reads back."""
+    check_profile(store, study, ctx)
+    if not store.load_layers(study):
+        store.save_layers(study, ctx.layers)
+    store.update_config(study, **ctx.stored_config(), **config)

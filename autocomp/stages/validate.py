@@ -1,0 +1,68 @@
+"""Stage ``validate``: a study's winners on real low-bit kernels (numerics against the simulation,
+latency against fp32 on the same device), each report written into the study as it is measured.
+
+Example:
+    >>> reports = validate_study(Store(), "first", device="cpu", repeats=20)   # doctest: +SKIP
+    >>> all(r.ok for r in reports)                                              # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from autocomp.calibrate import activation_ranges, activation_stats
+from autocomp.errors import AutocompError
+from autocomp.kernels.timing import resolve_device
+from autocomp.kernels.validate import ACT_BITS, ValidationReport, validate_policy
+from autocomp.modules import quantizable_layers
+from autocomp.policy import Policy
+from autocomp.report import front
+from autocomp.workload import load_workload
+
+
+def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = None, device: str = "auto",
+                   repeats: int = 20, on_report: Callable[[ValidationReport], None] | None = None) -> list[ValidationReport]:
+    """Validate a study's front (or ``policy_ids``) and write the figures into its evaluations.
+
+    Each report is persisted as soon as it is measured (``Store.update_evaluation`` on the
+    ``ptq`` evaluation: ``latency`` in seconds, plus ``latency_ms``, ``speedup``,
+    ``kernel_max_rel_err``, ``device`` ...).
+    """
+    dev = resolve_device(device)
+    study = store.get_study(study_name)
+    if policy_ids:
+        infos = [store.get_policy(study, pid) for pid in policy_ids]
+    else:
+        ids = [p["policy_id"] for p in front(store, study)]
+        if "latency" in study.config.get("front_costs", []):
+            # The front is ranked on latency: measure every policy, or measured whole-model times
+            # would be ranked against per-layer table sums.
+            ids = [e.policy_id for e in store.list_evaluations(study)]
+        if not ids:
+            raise AutocompError(f"study {study_name!r} has no evaluated policies to validate: run `autocomp search` first")
+        infos = [store.get_policy(study, pid) for pid in ids]
+    evaluated = store.evaluated_ids(study)
+    missing = [i.policy_id for i in infos if i.policy_id not in evaluated]
+    if missing:
+        raise AutocompError(f"policy {missing[0]} of study {study_name!r} has no PTQ evaluation yet: "
+                            f"run `autocomp search --study {study_name}` first")
+    workload = load_workload(study.config.get("model", "digits"))
+    model = workload.model()
+    names = [n for n, _ in quantizable_layers(model)]
+    ranges = activation_ranges(activation_stats(model, names, workload.calib), ACT_BITS)
+    sample = workload.sample_input()
+    # A latency the search stored came from the per-layer table: keep it next to the measurement.
+    estimated = {e.policy_id: e.latency for e in store.list_evaluations(study)
+                 if e.latency is not None and "device" not in e.extra}
+    reports = []
+    for info in infos:
+        pol = Policy.from_dict(info.policy)
+        rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval)
+        fields = rep.store_fields()
+        if info.policy_id in estimated:
+            fields["latency_table_ms"] = estimated[info.policy_id] * 1e3
+        store.update_evaluation(study, info.policy_id, kind="ptq", **fields)
+        reports.append(rep)
+        if on_report is not None:
+            on_report(rep)
+    return reports

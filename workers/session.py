@@ -46,6 +46,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
     kwargs: dict[str, Any] = dict(runtime_env=env, logging_level="ERROR", log_to_driver=False)
     try:
         if address:
+            if address.startswith("ray://"):
+                require_client(address)     # a missing install is said first: nothing to contact
             check_reachable(address)
             if address.startswith("ray://"):
                 check_ray_client(address)
@@ -61,6 +63,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
             why += " (is the cluster's Ray Client server port, 10001 by default, open to this machine?)"
         raise AutocompError(f"cannot connect to Ray at {where}: {why}") from e
     return ray
+
+
+def require_client(address: str) -> None:
+    """Ray Client (``ray://``) needs grpcio: say which extra installs it."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise AutocompError(f"cannot connect to Ray at {address}: Ray Client (ray://) is not installed: "
+                            "pip install 'autocomp[client]' (or 'ray[client]')") from None
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -98,11 +109,9 @@ def check_ray_client(address: str, timeout: float = 10.0) -> None:
     Example:
         >>> check_ray_client("ray://head:10001")   # doctest: +SKIP
     """
-    try:
-        import grpc
-    except ImportError:
-        raise AutocompError(f"cannot connect to Ray at {address}: Ray Client (ray://) is not installed: "
-                            "pip install 'autocomp[client]' (or 'ray[client]')") from None
+    require_client(address)
+    import grpc
+
     try:
         import ray.core.generated.ray_client_pb2 as pb
         import ray.core.generated.ray_client_pb2_grpc as pb_grpc

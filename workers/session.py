@@ -9,7 +9,9 @@ about 30 s of retries, only as a connection timeout: :func:`check_ray_client` as
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 from autocomp.errors import AutocompError
@@ -44,6 +46,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys([os.getcwd(), *paths]))}}
     kwargs: dict[str, Any] = dict(runtime_env=env, logging_level="ERROR", log_to_driver=False)
+    # ray.init installs its own C-level SIGTERM handler (it logs and exits): keep the caller's, so
+    # a controller stopped by SIGTERM still marks its study interrupted.
+    before = _python_sigterm_handler()
     try:
         if address:
             if address.startswith("ray://"):
@@ -62,7 +67,17 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
         if address and address.startswith("ray://") and isinstance(e, ConnectionError):
             why += " (is the cluster's Ray Client server port, 10001 by default, open to this machine?)"
         raise AutocompError(f"cannot connect to Ray at {where}: {why}") from e
+    if before is not None:
+        signal.signal(signal.SIGTERM, before)
     return ray
+
+
+def _python_sigterm_handler() -> Any:
+    """The Python SIGTERM handler the caller installed, or None (default, ignored, not main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    h = signal.getsignal(signal.SIGTERM)
+    return h if callable(h) and h not in (signal.SIG_DFL, signal.SIG_IGN) else None
 
 
 def require_client(address: str) -> None:

@@ -65,7 +65,7 @@ def search_cmd(
         # run_search marked the study interrupted; say how to go on.
         stages.close(failed=True)
         fail(f"interrupted; stored results are kept: resume with `{cfg.resume_command(name)}`",
-             143 if isinstance(e, Terminated) else 130)
+             143 if isinstance(e, Terminated) or _TERMINATED else 130)
     except BaseException:
         stages.close(failed=True)
         raise
@@ -84,8 +84,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: the study is marked interrupted and the resume command printed."""
 
 
+_TERMINATED: list[int] = []   # the signal, once received (Ray may re-raise it as a plain KeyboardInterrupt)
+
+
 def _stop_on_sigterm() -> None:
     def handler(signum: int, _frame: object) -> None:
+        _TERMINATED.append(signum)
         raise Terminated(f"signal {signum}")
 
     try:

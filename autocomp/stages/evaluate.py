@@ -35,13 +35,16 @@ def pending(store: Store, study: StudyInfo, policies: Sequence[Policy], kind: st
 
 def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies: Sequence[Policy] | None = None,
              evaluator: str = "ptq", options: Mapping[str, Any] | None = None, workers: int | None = None,
-             on_progress: Callable[[int], None] | None = None, kind: str | None = None) -> EvaluateResult:
+             on_progress: Callable[[int], None] | None = None, kind: str | None = None,
+             pool: Any = None) -> EvaluateResult:
     """Evaluate what is missing and store it (kind: the evaluator's name unless given).
 
     Args:
         spec: the workload's ``--model`` string (each actor loads it once).
         cm: the cost model whose costs are stored beside each result.
         policies: the policies to cover (default: every policy the study stores).
+        pool: an open :class:`~autocomp.workers.pool.EvaluatorPool` to reuse across calls (a
+            caller evaluating in rounds keeps its actors warm); default: one for this call.
 
     Raises:
         IncompleteRun: some evaluations failed; those that landed are stored.
@@ -66,9 +69,11 @@ def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies:
         result.failures.append(f"{pid}: {type(e).__name__}")
         on_progress(1)
 
-    if todo:
-        with EvaluatorPool(spec, evaluator, options, workers=workers) as pool:
-            pool.map(todo, on_result, on_error)
+    if todo and pool is not None:
+        pool.map(todo, on_result, on_error)
+    elif todo:
+        with EvaluatorPool(spec, evaluator, options, workers=workers) as own:
+            own.map(todo, on_result, on_error)
     if result.failures:
         raise IncompleteRun(f"{len(result.failures)} evaluation(s) failed ({result.failures[0]}); stored "
                             "results are kept")

@@ -21,8 +21,7 @@ from autocomp.errors import AutocompError, InfeasibleBudget
 from autocomp.policy import Choice, Policy
 from autocomp.sensitivity import Sensitivity
 from autocomp.stages.context import StudyContext
-from autocomp.stages.evaluate import pending
-from autocomp.stages.status import IncompleteRun
+from autocomp.stages.evaluate import evaluate, pending
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo
 from autocomp.target import Target
@@ -70,27 +69,15 @@ class _Prober:
         self.evaluated = self.skipped = 0
 
     def quality(self, policies: list[Policy]) -> list[float]:
-        todo = pending(self.store, self.study, policies)
-        self.skipped += len(policies) - len(todo)
-        if todo:
-            self._evaluate(todo)
-        stored = {e.policy_id: e.quality for e in self.store.list_evaluations(self.study)}
-        return [stored[p.id] for p in policies]
-
-    def _evaluate(self, todo: list[Policy]) -> None:
         from autocomp.workers.pool import EvaluatorPool
 
-        if self.pool is None:
+        if self.pool is None and pending(self.store, self.study, policies):
             self.pool = EvaluatorPool(self.ctx.spec, "ptq", workers=self.workers)
-        by_id, failures = {p.id: p for p in todo}, []
-
-        def on_result(m) -> None:
-            self.store.save_evaluation(self.study, m.with_costs(self.ctx.cm.costs(by_id[m.policy_id])), kind="ptq")
-            self.evaluated += 1
-
-        self.pool.map(todo, on_result, lambda pid, e: failures.append(f"{pid}: {type(e).__name__}"))
-        if failures:
-            raise IncompleteRun(f"{len(failures)} evaluation(s) failed ({failures[0]}); stored results are kept")
+        done = evaluate(self.store, self.study, self.ctx.spec, self.ctx.cm, policies, pool=self.pool)
+        self.evaluated += done.evaluated
+        self.skipped += done.skipped
+        stored = {e.policy_id: e.quality for e in self.store.list_evaluations(self.study)}
+        return [stored[p.id] for p in policies]
 
     def close(self) -> None:
         if self.pool is not None:

@@ -34,6 +34,7 @@ import numpy as np
 
 from autocomp.errors import AutocompError, BudgetError
 from autocomp.policy import FLOAT_CHOICE
+from autocomp.quant import group_count, is_float
 from autocomp.registry import Registry
 
 if TYPE_CHECKING:
@@ -135,11 +136,41 @@ def _w_keep(choices: Sequence["Choice"]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([float(c.w_bits) for c in choices]), 1.0 - np.array([c.prune for c in choices])
 
 
+SCALE_BITS = 16  # one fp16 scale per group
+
+
+def meta_bits(layer: "LayerInfo", choice: "Choice") -> float:
+    """Bits a checkpoint stores besides the codes: per group one fp16 scale, plus one zero point
+    of ``w_bits`` bits (packed like the codes, as GPTQ checkpoints do) when asymmetric.
+
+    Per-channel symmetric choices count none (their one scale per output channel was never
+    counted, and every earlier study's sizes stay as they were); a float choice stores no scale.
+
+    Example:
+        >>> from autocomp.policy import Choice
+        >>> from autocomp.profile import LayerInfo
+        >>> l = LayerInfo("fc", "Linear", (64, 256), 64 * 256, 0, 0, (256,), (64,), 0)
+        >>> meta_bits(l, Choice(4, 32, group=128)), meta_bits(l, Choice(4, 32, group=128, zero_point=True))
+        (2048.0, 2560.0)
+    """
+    if is_float(choice.w_bits) or (choice.group is None and not choice.zero_point):
+        return 0.0
+    rows = layer.weight_shape[0] if layer.weight_shape else 1
+    k = layer.params // max(rows, 1)
+    per_group = SCALE_BITS + (float(choice.w_bits) if choice.zero_point else 0.0)
+    return float(rows * group_count(k, choice.group) * per_group)
+
+
+def _meta(layer: "LayerInfo", choices: Sequence["Choice"]) -> np.ndarray:
+    return np.array([meta_bits(layer, c) for c in choices])
+
+
 # The solver's arrays and a policy's stored cost multiply in different orders (vector:
 # params * w * keep; scalar: params * (w * keep)); each order is kept so neither changes by an ulp.
 class Size(CostMetric):
     """Bytes: quantizable weights at their bits (pruned weights dropped, sparse-index overhead not
-    counted) + every other parameter in fp32."""
+    counted), group scales and zero points (:func:`meta_bits`), every other parameter in fp32.
+    A tied weight (embedding and head) is one layer, so it is counted once."""
 
     name = "size"
     units = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -147,12 +178,13 @@ class Size(CostMetric):
     reported = percent = True
     axis_label = "size (% of fp32)"
 
+    # "+ meta" adds an exact 0.0 for per-channel symmetric choices: their numbers keep every bit.
     def layer_costs(self, layer, choices, ctx):
         w, keep = _w_keep(choices)
-        return layer.params * w * keep / 8.0
+        return (layer.params * w * keep + _meta(layer, choices)) / 8.0
 
     def layer_cost(self, layer, choice, ctx):
-        return layer.params * choice.effective_w_bits / 8.0
+        return (layer.params * choice.effective_w_bits + meta_bits(layer, choice)) / 8.0
 
     def offset(self, ctx):
         return ctx.other_params * 4.0
@@ -179,7 +211,8 @@ class BitOps(CostMetric):
 
 
 class AvgBits(CostMetric):
-    """Parameter-weighted mean of w_bits x (1 - prune) over the quantizable layers."""
+    """Stored bits per quantizable weight: w_bits x (1 - prune) plus group scales and zero points
+    (:func:`meta_bits`), parameter-weighted over the quantizable layers."""
 
     name = "avg_bits"
     units = {"": 1, "b": 1, "bits": 1}
@@ -189,10 +222,10 @@ class AvgBits(CostMetric):
 
     def layer_costs(self, layer, choices, ctx):
         w, keep = _w_keep(choices)
-        return layer.params * w * keep / max(ctx.qparams, 1)
+        return (layer.params * w * keep + _meta(layer, choices)) / max(ctx.qparams, 1)
 
     def layer_cost(self, layer, choice, ctx):
-        return layer.params * choice.effective_w_bits / max(ctx.qparams, 1)
+        return (layer.params * choice.effective_w_bits + meta_bits(layer, choice)) / max(ctx.qparams, 1)
 
     def format(self, value):
         return f"{value:.3f}"

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from autocomp.costs import reported_metrics
 from autocomp.errors import AutocompError
 from autocomp.policy import Policy
-from autocomp.report import front, quality_metric
+from autocomp.report import change_vs_fp32, front, quality_metric
 from autocomp.store import Store
 
 _CSS = """
@@ -54,7 +54,7 @@ def front_rows(points: Sequence[dict], fp32: dict) -> list[dict[str, str]]:
     for p in points:
         row = {"policy": p["policy_id"],
                "kind": ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front",
-               "source": p["source"], name: f"{p['quality']:.4f}"}
+               "source": p["source"], name: f"{p['quality']:.4f}", "vs fp32": change_vs_fp32(p, points)}
         for m in reported_metrics():
             v = p.get(m.name)
             if m.percent:

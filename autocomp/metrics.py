@@ -1,7 +1,7 @@
 """Metrics: the quality metrics a search optimises and the ``Metrics`` value an evaluation returns.
 
-A *quality* metric has a direction: ``accuracy`` is higher-is-better, ``perplexity`` and ``loss``
-are lower-is-better. Everything that ranks evaluations (fronts, refinement objectives, audits)
+A *quality* metric has a direction: ``accuracy`` and ``cosine`` (fidelity to the fp32 outputs,
+in [-1, 1]) are higher-is-better, ``perplexity`` and ``loss`` are lower-is-better. Everything that ranks evaluations (fronts, refinement objectives, audits)
 asks the metric for its direction instead of assuming "higher is better".
 
 Example:
@@ -68,7 +68,12 @@ def list_quality_metrics() -> list[str]:
 
 register_quality_metric(QualityMetric("accuracy", True, "top-1 accuracy (fraction of samples)", (0.0, 1.0)))
 register_quality_metric(QualityMetric("perplexity", False, "exp of the mean token cross-entropy", (1.0, None)))
-register_quality_metric(QualityMetric("loss", False, "mean loss on the evaluation batches", (0.0, None)))
+register_quality_metric(QualityMetric("loss", False, "mean loss on the evaluation batches (a causal LM's: mean "
+                                     "next-token cross-entropy in nats over every scored token)", (0.0, None)))
+# Encoders without labels: how close the compressed model's outputs stay to the fp32 model's
+# (mean cosine similarity per token, 1 = identical direction; see autocomp.workload.cosine_fidelity).
+register_quality_metric(QualityMetric("cosine", True, "mean cosine similarity of the outputs to the fp32 model's",
+                                      (-1.0, 1.0)))
 
 
 @dataclass(frozen=True)

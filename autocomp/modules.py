@@ -5,6 +5,12 @@ inputs a forward pass feeds to named layers.
 Every other module goes through these helpers, so supporting a new layer type (transformers'
 ``Conv1D`` stores its weight ``[in, out]``) is a change here and nowhere else.
 
+Embeddings are layers too (weight ``[vocab, dim]``: one row per token, grouped along ``dim``),
+and so is a language model's head. Modules sharing one weight ``Parameter`` (GPT-2's
+``transformer.wte`` and ``lm_head``) are one layer, named by the first in ``named_modules()``
+order; the others are its aliases (:func:`tied_aliases`), and compressing the shared weight
+compresses every use.
+
 Example:
     >>> import torch
     >>> from autocomp.modules import call_model, capture_inputs, weight_of
@@ -23,7 +29,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
-QUANTIZABLE_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)
+QUANTIZABLE_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding)
+ROLES = ("conv", "linear", "embedding", "lm_head")
+# Roles whose choices never quantize the input: an embedding's input is token ids, and a head's
+# logits are what weight-only LLM compression leaves in float.
+WEIGHT_ONLY_ROLES = ("embedding", "lm_head")
 
 
 def is_transposed(module: torch.nn.Module) -> bool:
@@ -31,8 +41,13 @@ def is_transposed(module: torch.nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
+def is_embedding(module: torch.nn.Module) -> bool:
+    """A lookup table (``torch.nn.Embedding``): integer inputs, no multiply-accumulates."""
+    return isinstance(module, torch.nn.Embedding)
+
+
 def is_quantizable(module: torch.nn.Module) -> bool:
-    """Conv1d/Conv2d/Linear, and transformers' Conv1D (matched by name: no import needed)."""
+    """Conv1d/Conv2d/Linear/Embedding, and transformers' Conv1D (matched by name: no import needed)."""
     if isinstance(module, QUANTIZABLE_TYPES):
         return True
     return is_transposed(module) and hasattr(module, "nf") and hasattr(module, "weight")
@@ -64,9 +79,84 @@ def set_weight(module: torch.nn.Module, w: torch.Tensor) -> None:
         module.weight.copy_(as_module_layout(module, w))
 
 
-def quantizable_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """``(name, module)`` of every compressible layer, in ``named_modules()`` order."""
+def _all_quantizable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and is_quantizable(m)]
+
+
+def tied_aliases(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Layer name -> the other modules sharing its weight (only layers that have some).
+
+    Example:
+        >>> emb = torch.nn.Embedding(10, 4)
+        >>> head = torch.nn.Linear(4, 10, bias=False)
+        >>> head.weight = emb.weight
+        >>> tied_aliases(torch.nn.ModuleDict({"wte": emb, "head": head}))
+        {'wte': ['head']}
+    """
+    first: dict[int, str] = {}
+    out: dict[str, list[str]] = {}
+    for n, m in _all_quantizable(model):
+        owner = first.setdefault(id(m.weight), n)
+        if owner != n:
+            out.setdefault(owner, []).append(n)
+    return out
+
+
+def quantizable_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, module)`` of every compressible layer, in ``named_modules()`` order; a weight
+    shared by several modules is listed once, under the first of them."""
+    seen: set[int] = set()
+    out = []
+    for n, m in _all_quantizable(model):
+        if id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            out.append((n, m))
+    return out
+
+
+def activation_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The quantizable layers whose input is an activation (not embeddings: theirs are ids),
+    i.e. those activation statistics and input quantization are about."""
+    return [(n, m) for n, m in quantizable_layers(model) if not is_embedding(m)]
+
+
+def _output_embeddings(model: torch.nn.Module) -> torch.nn.Module | None:
+    get = getattr(model, "get_output_embeddings", None)
+    try:
+        head = get() if callable(get) else None
+    except (AttributeError, NotImplementedError):  # some HF classes raise instead of returning None
+        head = None
+    return head if isinstance(head, torch.nn.Module) else None
+
+
+def layer_roles(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
+    """Each layer's roles: ``conv``, ``linear``, ``embedding`` or ``lm_head``; a tied layer has
+    those of every module sharing its weight, its own first (GPT-2's ``transformer.wte``:
+    ``("embedding", "lm_head")``).
+
+    A head is the module a Hugging Face model returns from ``get_output_embeddings()``, or a
+    matrix-multiply layer sharing its weight with an embedding.
+    """
+    head = _output_embeddings(model)
+    own: dict[str, str] = {}
+    for n, m in _all_quantizable(model):
+        if is_embedding(m):
+            own[n] = "embedding"
+        elif is_linear(m):
+            own[n] = "lm_head" if m is head else "linear"
+        else:
+            own[n] = "conv"
+    aliases = tied_aliases(model)
+    for n, al in aliases.items():
+        if own[n] == "embedding":
+            for a in al:
+                if own[a] == "linear":
+                    own[a] = "lm_head"
+    out = {}
+    for n, _ in quantizable_layers(model):
+        roles = [own[n]] + [own[a] for a in aliases.get(n, [])]
+        out[n] = tuple(dict.fromkeys(roles))
+    return out
 
 
 def batch_size(inputs: Any) -> int:

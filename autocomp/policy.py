@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
-from autocomp.modules import set_weight, weight_of
+from autocomp.modules import is_embedding, set_weight, weight_of
 from autocomp.quant import FLOAT_BITS, compress_weight, fake_quant_act, is_float
 from autocomp.values import check_version
 
@@ -28,7 +29,8 @@ POLICY_VERSION = 1
 CHOICE_VERSION = 1
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Choice:
     """How one layer is compressed.
 
@@ -36,44 +38,77 @@ class Choice:
         w_bits: weight bits: 1 (binary), 1.58 (ternary), 2..16, or 32 (float).
         a_bits: bits of the layer's input activation; 32 leaves it in float.
         prune: fraction of the layer's weights removed by magnitude (0 keeps all).
+        group: weights quantized in groups of this many consecutive input elements per output
+            row, one scale each; None is per output channel.
+        zero_point: asymmetric weights (a zero point per group or channel) instead of symmetric.
+
+    Example:
+        >>> Choice(4, 32, group=128, zero_point=True).key
+        'w4a32g128z'
+        >>> Choice.from_key("w4a8p0.5") == Choice(4, 8, 0.5)
+        True
     """
 
     w_bits: float = 8
     a_bits: int = 8
     prune: float = 0.0
+    group: int | None = None
+    zero_point: bool = False
     version: int = field(default=CHOICE_VERSION, compare=False)
+
+    def _order(self) -> tuple:
+        return (self.w_bits, self.a_bits, self.prune, self.group or 0, self.zero_point)
+
+    def __lt__(self, other: "Choice") -> bool:
+        if not isinstance(other, Choice):
+            return NotImplemented
+        return self._order() < other._order()
 
     @property
     def key(self) -> str:
-        """Stable short name, e.g. ``w4a8p0.5``; used as a column key in the study database."""
+        """Stable short name, e.g. ``w4a8p0.5`` or ``w4a32g128z``; used as a column key in the
+        study database (group and zero point are appended only when set, so per-channel
+        symmetric keys are those of every earlier study)."""
         p = f"p{self.prune:g}" if self.prune else ""
-        return f"w{self.w_bits:g}a{self.a_bits:g}{p}"
+        g = f"g{self.group}" if self.group is not None else ""
+        return f"w{self.w_bits:g}a{self.a_bits:g}{p}{g}{'z' if self.zero_point else ''}"
 
     @classmethod
     def from_key(cls, key: str) -> "Choice":
         """Inverse of :attr:`key`."""
         import re
 
-        m = re.fullmatch(r"w([\d.]+)a([\d.]+)(?:p([\d.]+))?", key)
+        m = re.fullmatch(r"w([\d.]+)a([\d.]+)(?:p([\d.]+))?(?:g(\d+))?(z)?", key)
         if not m:
             raise ValueError(f"not a choice key: {key!r}")
         w = float(m.group(1))
         return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(float(m.group(2))),
-                   prune=float(m.group(3) or 0.0))
+                   prune=float(m.group(3) or 0.0), group=int(m.group(4)) if m.group(4) else None,
+                   zero_point=bool(m.group(5)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"w_bits": self.w_bits, "a_bits": self.a_bits, "prune": self.prune}
+        # group / zero_point only when set: the dict is hashed into policy ids, which must not
+        # change for per-channel symmetric policies.
+        d: dict[str, Any] = {"w_bits": self.w_bits, "a_bits": self.a_bits, "prune": self.prune}
+        if self.group is not None:
+            d["group"] = self.group
+        if self.zero_point:
+            d["zero_point"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Choice":
         check_version("Choice", d, CHOICE_VERSION)
         w = float(d["w_bits"])
+        g = d.get("group")
         return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(d.get("a_bits", 8)),
-                   prune=float(d.get("prune", 0.0)))
+                   prune=float(d.get("prune", 0.0)), group=int(g) if g is not None else None,
+                   zero_point=bool(d.get("zero_point", False)))
 
     @property
     def effective_w_bits(self) -> float:
-        """Stored bits per original weight once pruned weights are dropped."""
+        """Stored code bits per original weight once pruned weights are dropped (scales and
+        zero points not included: see :mod:`autocomp.costs`)."""
         return float(self.w_bits) * (1.0 - self.prune)
 
 
@@ -184,7 +219,8 @@ def compress_layer(module: torch.nn.Module, choice: Choice,
         measures one layer at a time and undoes it.
     """
     if not is_float(choice.w_bits) or choice.prune > 0:
-        set_weight(module, compress_weight(weight_of(module).detach(), choice.w_bits, choice.prune))
+        w = weight_of(module).detach()
+        set_weight(module, compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point))
     if rng is None:
         return None
     return module.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
@@ -209,5 +245,6 @@ def apply(
     """
     out = copy.deepcopy(model)
     for name, choice, mod in policy_modules(out, policy):
-        compress_layer(mod, choice, input_range(act_ranges, name, choice))
+        # An embedding's input is token ids: never quantized, whatever the choice says.
+        compress_layer(mod, choice, None if is_embedding(mod) else input_range(act_ranges, name, choice))
     return out

@@ -4,10 +4,17 @@ Weights: symmetric, per output channel, clipping ratio chosen per channel to min
 1 bit: sign with a per-channel scale (mean |w|). 1.58 bits: ternary, BitNet b1.58 style
 (absmean scale, round and clamp to {-1, 0, 1}). Activations: per tensor, affine, range from
 calibration with an MSE-chosen clip at low bit-widths.
+
+Group-wise weights (:func:`quantize_weight_groups`): each output row (for a convolution, its
+flattened ``in * kh * kw``) is cut into groups of ``group`` consecutive input elements, each with
+its own scale (and, asymmetric, its own zero point) and its own MSE clip search. A row not
+divisible by ``group`` ends in one shorter group; a group at least as long as the row is one
+group per row. ``group=None`` is per output channel.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -78,14 +85,132 @@ def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, t
     return codes.reshape(w.shape), best_scale
 
 
-def fake_quant_weight(w: torch.Tensor, bits: float) -> torch.Tensor:
-    """Quantize-dequantize ``w`` at ``bits`` (float bit-widths return ``w`` unchanged)."""
+def fake_quant_weight(w: torch.Tensor, bits: float, group: int | None = None,
+                      zero_point: bool = False) -> torch.Tensor:
+    """Quantize-dequantize ``w`` at ``bits`` (float bit-widths return ``w`` unchanged).
+
+    ``group`` / ``zero_point`` select group-wise and asymmetric quantization
+    (:func:`quantize_weight_groups`); the defaults are symmetric per output channel.
+    """
     if is_float(bits):
         return w
+    if group is not None or zero_point:
+        with torch.no_grad():
+            return quantize_weight_groups(w.detach().float(), bits, group, zero_point).dequantize().to(w.dtype)
     with torch.no_grad():
         codes, scale = quantize_weight_codes(w.detach().float(), bits)
         shape = (-1,) + (1,) * (w.dim() - 1)
         return (codes * scale.reshape(shape)).to(w.dtype)
+
+
+def _asym_rows(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric RTN per row: unsigned codes 0..2**bits-1, scale and integer zero point per row.
+
+    The range always holds 0 (as GPTQ's) so zeros, pruned weights included, stay exact; the clip
+    search shrinks both ends by the same ratio.
+    """
+    qmax = 2**bits - 1
+    lo = rows.amin(dim=1).clamp_max(0.0)
+    hi = rows.amax(dim=1).clamp_min(0.0)
+    best_err = best_scale = best_zp = None
+    for r in _CLIP_RATIOS if bits <= 8 else (1.0,):
+        scale = ((hi - lo) * r / qmax).clamp_min(1e-12)
+        zp = (-lo * r / scale).round().clamp(0, qmax)
+        q = (rows / scale[:, None] + zp[:, None]).round().clamp(0, qmax)
+        err = (((q - zp[:, None]) * scale[:, None] - rows) ** 2).sum(dim=1)
+        if best_err is None:
+            best_err, best_scale, best_zp = err, scale, zp
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_scale = torch.where(better, scale, best_scale)
+            best_zp = torch.where(better, zp, best_zp)
+    codes = (rows / best_scale[:, None] + best_zp[:, None]).round().clamp(0, qmax)
+    return codes, best_scale, best_zp
+
+
+def _rows_rtn(rows: torch.Tensor, bits: float, zero_point: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    if not zero_point:
+        codes, scale = quantize_weight_codes(rows, bits)
+        return codes, scale, None
+    b = int(round(bits))
+    if b < 2 or b > 16 or abs(b - bits) > 1e-6:
+        raise ValueError(f"asymmetric (zero point) quantization takes 2..16 bits, not {bits}")
+    return _asym_rows(rows, b)
+
+
+def group_count(k: int, group: int | None) -> int:
+    """Groups per output row of ``k`` input elements (the last one may be shorter)."""
+    return 1 if group is None else max(1, -(-k // int(group)))
+
+
+@dataclass(frozen=True)
+class GroupQuant:
+    """A weight as integer codes with per-group scales (and zero points): the stored format.
+
+    Attributes:
+        codes: ``[N, K]`` integer-valued floats; signed when symmetric, ``0..2**bits-1`` when
+            asymmetric.
+        scales: ``[N, G]`` with ``G = group_count(K, group)``.
+        zeros: ``[N, G]`` integer zero points (asymmetric), else None.
+        group: input elements per group (None: one group per row, per channel).
+        shape: the original weight shape (output channels first).
+    """
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+    group: int | None
+    shape: tuple[int, ...]
+
+    def expand(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-group ``[N, G]`` tensor repeated to ``[N, K]``."""
+        k = self.codes.shape[1]
+        g = k if self.group is None else int(self.group)
+        return t.repeat_interleave(g, dim=1)[:, :k]
+
+    def dequantize(self) -> torch.Tensor:
+        """The float weight the codes stand for, in the original shape."""
+        q = self.codes if self.zeros is None else self.codes - self.expand(self.zeros)
+        return (q * self.expand(self.scales)).reshape(self.shape)
+
+
+def quantize_weight_groups(w: torch.Tensor, bits: float, group: int | None = None,
+                           zero_point: bool = False) -> GroupQuant:
+    """Round-to-nearest per group of ``group`` consecutive input elements of each output row.
+
+    Args:
+        w: weight with output channels on dim 0 (a convolution's ``in*kh*kw`` is flattened).
+        bits: 1 (binary), 1.58 (ternary) or 2..16; asymmetric takes 2..16.
+        group: group length; None for per output channel. A row not divisible by it ends in one
+            shorter group; a group longer than the row covers the whole row.
+        zero_point: asymmetric (scale and zero point per group) instead of symmetric.
+
+    Returns:
+        A :class:`GroupQuant` (codes, ``[N, G]`` scales, zero points).
+
+    Example:
+        >>> import torch
+        >>> gq = quantize_weight_groups(torch.randn(4, 10), 4, group=4)
+        >>> tuple(gq.scales.shape), float((gq.codes.abs() <= 8).float().mean())
+        ((4, 3), 1.0)
+    """
+    if group is not None and (isinstance(group, bool) or int(group) < 1):
+        raise ValueError(f"group size must be a positive integer, not {group!r}")
+    flat = _per_channel(w.detach().float())
+    n, k = flat.shape
+    g = k if group is None else min(int(group), k)
+    full = k // g
+    parts = [flat[:, : full * g].reshape(n * full, g)]
+    if full * g < k:
+        parts.append(flat[:, full * g:])
+    out = [_rows_rtn(p, bits, zero_point) for p in parts]
+    codes = torch.cat([out[0][0].reshape(n, full * g)] + [o[0] for o in out[1:]], dim=1)
+    scales = torch.cat([out[0][1].reshape(n, full)] + [o[1][:, None] for o in out[1:]], dim=1)
+    zeros = None
+    if zero_point:
+        zeros = torch.cat([out[0][2].reshape(n, full)] + [o[2][:, None] for o in out[1:]], dim=1)
+    return GroupQuant(codes, scales, zeros, None if group is None else int(group), tuple(w.shape))
 
 
 def prune_mask(w: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -108,15 +233,16 @@ def prune_mask(w: torch.Tensor, ratio: float) -> torch.Tensor:
     return mask
 
 
-def compress_weight(w: torch.Tensor, bits: float, prune: float = 0.0) -> torch.Tensor:
+def compress_weight(w: torch.Tensor, bits: float, prune: float = 0.0, group: int | None = None,
+                    zero_point: bool = False) -> torch.Tensor:
     """Prune by magnitude, then fake-quantize the survivors (pruned weights stay exactly 0)."""
     if prune > 0:
         mask = prune_mask(w, prune)
         w = w * mask
         if is_float(bits):
             return w
-        return fake_quant_weight(w, bits) * mask
-    return fake_quant_weight(w, bits)
+        return fake_quant_weight(w, bits, group, zero_point) * mask
+    return fake_quant_weight(w, bits, group, zero_point)
 
 
 def act_qparams(lo: float, hi: float, bits: int) -> tuple[float, float, int, int]:

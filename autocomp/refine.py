@@ -57,10 +57,10 @@ def optuna_study_name(study_name: str, mode: str = "ptq") -> str:
 
 def optuna_storage(url: str) -> Any:
     """``RDBStorage`` on the study database (psycopg 3 for ``postgresql://``, as :class:`Store`)."""
-    import optuna
     from sqlalchemy.engine import make_url
 
     from autocomp.store.repository import normalize_url
+    from autocomp.store.sealed import SealedRDBStorage
 
     u = make_url(normalize_url(url))
     if u.drivername == "postgresql":
@@ -68,7 +68,8 @@ def optuna_storage(url: str) -> Any:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if u.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
-    return optuna.storages.RDBStorage(u.render_as_string(hide_password=False), engine_kwargs=kwargs)
+    # Tune pickles its searcher (and this storage in it) into its state files: sealed, no password.
+    return SealedRDBStorage(u.render_as_string(hide_password=False), engine_kwargs=kwargs)
 
 
 def open_optuna_study(url: str, study_name: str, mode: str = "ptq") -> Any:

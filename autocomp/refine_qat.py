@@ -27,6 +27,7 @@ from autocomp.profile import LayerInfo
 from autocomp.refine import ParamSpace, RefineResult, make_sampler, optuna_storage, optuna_study_name
 from autocomp.search_spaces import SearchSpace
 from autocomp.store import Store
+from autocomp.store.sealed import SealedURL
 from autocomp.store.repository import StudyInfo
 
 SOURCE = "optuna-qat"
@@ -37,12 +38,13 @@ class _StoreResults(Callback):
     """Tune callback (runs in the driver): store each QAT result as it lands.
 
     Tune pickles its callbacks with the experiment state; the database connection is therefore
-    opened lazily from the URL and never pickled.
+    opened lazily, and the URL is sealed (:class:`autocomp.store.sealed.SealedURL`): no password
+    reaches Tune's files.
     """
 
     def __init__(self, url: str, study: StudyInfo, cm: CostModel, name: str, epochs: int, out: RefineResult,
                  on_progress: Callable[[int], None] | None):
-        self.url, self.study, self.cm, self.name, self.epochs = url, study, cm, name, epochs
+        self.url, self.study, self.cm, self.name, self.epochs = SealedURL(url), study, cm, name, epochs
         super().__init__()
         self.out, self.on_progress, self._store = out, on_progress, None
 
@@ -52,7 +54,7 @@ class _StoreResults(Callback):
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.url)
+            self._store = Store(self.url.url)
         return self._store
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

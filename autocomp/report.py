@@ -35,6 +35,23 @@ def quality_metric(points: Sequence[dict]) -> QualityMetric:
     return get_quality_metric(points[0].get("quality_metric", "accuracy") if points else "accuracy")
 
 
+def change_vs_fp32(point: dict, points: Sequence[dict]) -> str:
+    """``point``'s quality change against the fp32 baseline among ``points``, signed as measured
+    (a perplexity rising is a loss, an accuracy falling is one), e.g. ``+0.412 (+3.1%)``; ``-``
+    when ``points`` hold no fp32 baseline.
+
+    Example:
+        >>> pts = [{"quality": 10.0, "source": "fp32"}, {"quality": 10.5, "source": "ilp"}]
+        >>> change_vs_fp32(pts[1], pts)
+        '+0.5000 (+5.0%)'
+    """
+    ref = next((quality(p) for p in points if p.get("source") == "fp32"), None)
+    if ref is None:
+        return "-"
+    d = quality(point) - ref
+    return f"{d:+.4f}" + (f" ({100 * d / abs(ref):+.1f}%)" if ref else "")
+
+
 def dominates(a: dict, b: dict, costs: Sequence[str], metric: QualityMetric | None = None) -> bool:
     """``a`` is no worse than ``b`` everywhere (quality in its direction, costs down) and better
     somewhere."""

@@ -19,6 +19,7 @@ from typing import Any
 from autocomp.allocators import get_allocator
 from autocomp.budget import Budget, parse_budget
 from autocomp.costs import get_cost_metric
+from autocomp.devices import check_device, check_eval_dtype, resolve_device
 from autocomp.errors import AutocompError
 from autocomp.progress import Stages
 from autocomp.proxies import get_proxy
@@ -26,6 +27,8 @@ from autocomp.search_spaces import load_space
 from autocomp.stages import (DEFAULT_BASELINES, EvaluateResult, StudyContext, check_data, check_profile, check_refine,
                              evaluate, plan_candidates, profile, record_profile, refine, save_candidates, score,
                              score_key, tracked)
+from autocomp.stages.interactions import check_interactions, measure_interactions, pending_probes
+from autocomp.stages.repair import check_repair, repair
 from autocomp.stages.target import seek_target
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo, check_study_name
@@ -58,6 +61,10 @@ class SearchConfig:
     minimise: str = "size"        # the cost metric the target search minimises (the budget stays an upper bound)
     target_tol: float = 0.02      # stop when the bracket is this narrow (share of fp32's cost)
     max_evals: int = 12           # or when the bisection has probed this many policies
+    interactions: int = 0         # measure pairwise terms of the K most sensitive layers (autocomp.interactions)
+    repair: int = 0               # evaluations for re-measuring the best policy's neighbours (stages.repair)
+    device: str = "auto"          # proxy tasks and evaluator actors: auto (cuda when the cluster has GPUs), cpu, cuda
+    eval_dtype: str = "float32"   # autocast dtype of the evaluations: float32, float16, bfloat16
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,6 +72,12 @@ class SearchConfig:
         d["auto_proxies"] = list(self.auto_proxies)
         if self.target is None:  # a budget sweep stores the configuration it always stored
             for k in _TARGET_KEYS:
+                d.pop(k)
+        for k in ("interactions", "repair"):  # likewise without them
+            if not d[k]:
+                d.pop(k)
+        for k, default in (("device", "auto"), ("eval_dtype", "float32")):
+            if d[k] == default:
                 d.pop(k)
         return d
 
@@ -78,6 +91,9 @@ class SearchConfig:
 
             cmd += (f" --budget {shlex.quote(self.budget)} --target {shlex.quote(self.target)} --minimise "
                     f"{self.minimise} --target-tol {self.target_tol:g} --max-evals {self.max_evals}")
+        cmd += f" --interactions {self.interactions}" if self.interactions else ""
+        cmd += f" --repair {self.repair}" if self.repair else ""
+        cmd += f" --eval-dtype {self.eval_dtype}" if self.eval_dtype != "float32" else ""
         return cmd
 
 
@@ -114,6 +130,14 @@ def check_config(cfg: SearchConfig) -> None:
         raise AutocompError("a latency budget needs measured latencies: run `autocomp profile-latency "
                             f"--model {cfg.model} -o table.json` and pass --latency-table table.json")
     _check_target(cfg, budget)
+    check_device(cfg.device)
+    check_eval_dtype(cfg.eval_dtype)
+    check_interactions(cfg.interactions)
+    check_repair(cfg.repair)
+    if cfg.interactions:
+        get_allocator(cfg.allocator).check_pairwise()
+    if cfg.repair and cfg.target is not None:
+        raise AutocompError("--repair does not combine with --target: the target search picks its own policies")
 
 
 def _check_target(cfg: SearchConfig, budget: Budget) -> None:
@@ -172,6 +196,7 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
     ``failed`` afterwards, also when this raises.
     """
     from autocomp.report import front
+    from autocomp.workers.placement import cluster_gpus
     from autocomp.workers.session import ensure_ray
 
     stages = stages or Stages()
@@ -185,27 +210,42 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
     # The cluster too is checked before the study is touched: a dead address writes nothing.
     with stages.stage("start ray", 1) as tick:
         ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
+        device = resolve_device(cfg.device, cluster_gpus())   # cuda without GPUs: refused, nothing written
         tick()
     study, _ = store.open_study(study_name, {**cfg.to_dict(), "budget_text": ctx.budget.describe()})
     with tracked(store, study, resume=cfg.resume_command(study_name)):
         record_profile(store, study, ctx, latency_table=cfg.latency_table)
         proxy = cfg.proxy if cfg.proxy != "auto" else _auto_proxy(cfg, store, study, stages)
         with stages.stage(f"proxy {score_key(proxy, cfg.data)}", 1) as tick:
-            sens = score(store, study, ctx, proxy, cfg.data, workers=cfg.workers)
+            sens = score(store, study, ctx, proxy, cfg.data, workers=cfg.workers, device=device)
             tick()
+        pairwise = None
+        if cfg.interactions:
+            with stages.stage(f"interactions k={cfg.interactions}", pending_probes(
+                    store, study, ctx, sens, cfg.interactions)) as tick:
+                pairwise = measure_interactions(store, study, ctx, sens, cfg.interactions, workers=cfg.workers,
+                                                on_progress=tick, options={"device": device, "eval_dtype":
+                                                                           cfg.eval_dtype}).pairwise(sens)
         sought = None
         if cfg.target is not None:
             with stages.stage(f"target {cfg.target}", cfg.max_evals) as tick:
                 sought = seek_target(store, study, ctx, sens, parse_target(cfg.target), cfg.minimise, cfg.allocator,
-                                     cfg.target_tol, cfg.max_evals, cfg.workers, on_progress=tick)
+                                     cfg.target_tol, cfg.max_evals, cfg.workers, on_progress=tick,
+                                     pairwise=pairwise)
             done = EvaluateResult(sought.evaluated, sought.skipped)
         else:
             with stages.stage("allocate", cfg.points) as tick:
                 policies = save_candidates(store, study, ctx, plan_candidates(
-                    ctx, sens, cfg.allocator, cfg.points, cfg.baselines, on_progress=tick))
+                    ctx, sens, cfg.allocator, cfg.points, cfg.baselines, on_progress=tick, pairwise=pairwise))
             todo = len([p for p in policies if p.id not in store.evaluated_ids(study)])
             with stages.stage("evaluate", todo) as tick:
-                done = evaluate(store, study, ctx.spec, ctx.cm, policies, "ptq", workers=cfg.workers, on_progress=tick)
+                done = evaluate(store, study, ctx.spec, ctx.cm, policies, "ptq", workers=cfg.workers, on_progress=tick,
+                                options={"device": device, "eval_dtype": cfg.eval_dtype})
+            if cfg.repair:
+                with stages.stage("repair", cfg.repair) as tick:
+                    done.evaluated += repair(store, study, ctx, sens, cfg.repair, pairwise, workers=cfg.workers,
+                                             on_progress=tick, options={"device": device,
+                                                                        "eval_dtype": cfg.eval_dtype}).evaluated
         refined = 0
         if cfg.refine:
             with stages.stage("refine" if cfg.refine_mode == "ptq" else f"refine {cfg.refine_mode}", cfg.refine) as tick:

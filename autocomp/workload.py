@@ -21,7 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -38,25 +38,151 @@ def top1_accuracy(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
     model.eval()
     with torch.no_grad():
         for x, y in batches:
-            out = _logits(call_model(model, x))
+            out = output_tensor(call_model(model, x))
             correct += int((out.argmax(dim=-1) == y).sum())
             total += int(y.numel())
     return correct / max(total, 1)
 
 
 def cross_entropy(output: Any, target: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(_logits(output), target)
+    """The default loss: cross-entropy of the logits against the targets.
+
+    Class logits ``[B, C]`` take labels ``[B]``. A causal LM's logits ``[B, T, V]`` take the
+    sequence's token ids ``[B, T]`` (Hugging Face's ``labels`` convention): position ``t``
+    predicts token ``t + 1``, so both are shifted by one and flattened; ids ``-100`` (padding)
+    are ignored.
+
+    Example:
+        >>> logits = torch.zeros(2, 5, 7)                        # uniform over 7 tokens
+        >>> round(float(cross_entropy(logits, torch.ones(2, 5, dtype=torch.long)).exp()), 3)
+        7.0
+    """
+    logits = output_tensor(output)
+    target = target.to(logits.device)
+    if logits.dim() == 3 and target.dim() == 2:
+        shifted, labels = _shift(logits, target)
+        return torch.nn.functional.cross_entropy(shifted.float(), labels, ignore_index=IGNORE_INDEX)
+    return torch.nn.functional.cross_entropy(logits, target)
 
 
-def _logits(output: Any) -> torch.Tensor:
-    """Accept plain tensors and HuggingFace-style outputs with ``.logits``."""
+IGNORE_INDEX = -100  # Hugging Face's label for positions that are not scored (padding)
+
+
+def _shift(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of positions ``0..T-2`` and the ids they predict (``1..T-1``), flattened."""
+    return logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+
+
+def token_nll(model: torch.nn.Module, batches: Sequence[Batch]) -> tuple[float, int]:
+    """Summed next-token cross-entropy and the number of scored tokens over ``batches``.
+
+    Targets are the batch's token ids (``-100`` where nothing is scored, e.g. padding).
+    """
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for x, y in batches:
+            logits = output_tensor(call_model(model, _to_device(x, _device(model))))
+            shifted, labels = _shift(logits, y.to(logits.device))
+            total += float(torch.nn.functional.cross_entropy(shifted.float(), labels, ignore_index=IGNORE_INDEX,
+                                                             reduction="sum"))
+            count += int((labels != IGNORE_INDEX).sum())
+    return total, count
+
+
+def mean_token_loss(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
+    """Mean next-token cross-entropy (nats) over every scored token of ``batches`` (metric ``loss``)."""
+    total, count = token_nll(model, batches)
+    return total / max(count, 1)
+
+
+def perplexity(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
+    """``exp`` of the mean next-token cross-entropy over every scored token (metric ``perplexity``).
+
+    Tokens are pooled across batches (not a mean of per-batch perplexities), so the value does
+    not depend on how the evaluation set is batched.
+
+    Example:
+        >>> class Uniform(torch.nn.Module):
+        ...     def forward(self, ids):
+        ...         return torch.zeros(*ids.shape, 11)
+        >>> ids = torch.zeros(2, 6, dtype=torch.long)
+        >>> round(perplexity(Uniform(), [(ids, ids)]), 3)
+        11.0
+    """
+    import math
+
+    return math.exp(mean_token_loss(model, batches))
+
+
+def token_cosine(output: Any, reference: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed cosine similarity between ``output``'s and ``reference``'s vectors (last dim) and
+    their number: one vector per token for ``[B, T, H]`` outputs, per sample for ``[B, H]``."""
+    out = output_tensor(output)
+    ref = reference.to(out.device)
+    cos = torch.nn.functional.cosine_similarity(out.float().reshape(-1, out.shape[-1]),
+                                                ref.float().reshape(-1, ref.shape[-1]), dim=-1)
+    return cos.sum(), int(cos.numel())
+
+
+def cosine_fidelity(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
+    """Mean cosine similarity, in ``[-1, 1]``, of the model's output vectors to the fp32 model's
+    (metric ``cosine``): the batches' targets are the fp32 outputs, for encoders without labels.
+
+    Example:
+        >>> m = torch.nn.Linear(3, 3)
+        >>> x = torch.randn(4, 3)
+        >>> round(cosine_fidelity(m, [(x, m(x).detach())]), 4)
+        1.0
+    """
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for x, ref in batches:
+            s, n = token_cosine(call_model(model, _to_device(x, _device(model))), ref)
+            total, count = total + float(s), count + n
+    return total / max(count, 1)
+
+
+def cosine_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
+    """``1 - mean cosine`` to the fp32 outputs: the loss gradient proxies use for an encoder."""
+    s, n = token_cosine(output, target)
+    return 1.0 - s / max(n, 1)
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The tensor a model's output holds: itself, a Hugging Face output's ``.logits`` (else its
+    ``.last_hidden_state``), or a tuple's first element.
+
+    Example:
+        >>> tuple(output_tensor((torch.zeros(2, 3), "extra")).shape)
+        (2, 3)
+    """
     if isinstance(output, torch.Tensor):
         return output
-    if hasattr(output, "logits"):
+    if getattr(output, "logits", None) is not None:
         return output.logits
+    if getattr(output, "last_hidden_state", None) is not None:
+        return output.last_hidden_state
     if isinstance(output, (tuple, list)):
         return output[0]
     raise TypeError(f"cannot read logits from {type(output).__name__}")
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    """A batch's inputs (tensor, tuple/list or dict of them) on ``device`` (no copy when already there)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, Mapping):
+        return {k: _to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_device(v, device) for v in x)
+    return x
 
 
 @dataclass
@@ -105,7 +231,10 @@ class Workload:
 BUILTIN = {
     "digits": "autocomp.workloads.digits:digits",
     "digits-vit": "autocomp.workloads.digits_vit:digits_vit",
+    "tiny-lm": "autocomp.workloads.tiny_lm:tiny_lm",
 }
+HF_PREFIX = "hf:"  # ``hf:PATH?data=FILE&task=...``: a local Hugging Face model (autocomp.workloads.hf)
+HF_LOADER = "autocomp.workloads.hf:hf_workload"
 
 
 def register_builtin(name: str, target: str) -> None:
@@ -114,7 +243,8 @@ def register_builtin(name: str, target: str) -> None:
 
 
 def load_workload(spec: str) -> Workload:
-    """Resolve ``--model``: a built-in name, ``package.module:factory`` or ``path/file.py:factory``.
+    """Resolve ``--model``: a built-in name, ``hf:PATH?...`` (a local Hugging Face model directory,
+    see :mod:`autocomp.workloads.hf`), ``package.module:factory`` or ``path/file.py:factory``.
 
     Raises:
         ModelSpecError: with a one-line reason when the spec cannot be loaded.
@@ -122,6 +252,11 @@ def load_workload(spec: str) -> Workload:
     spec = (spec or "").strip()
     if not spec:
         raise ModelSpecError("empty --model spec")
+    if spec.startswith(HF_PREFIX):
+        mod_part, _, attr = HF_LOADER.rpartition(":")
+        wl = getattr(importlib.import_module(mod_part), attr)(spec[len(HF_PREFIX):])
+        wl.spec = spec
+        return wl
     target = BUILTIN.get(spec, spec)
     if ":" not in target:
         raise ModelSpecError(

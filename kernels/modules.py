@@ -16,7 +16,11 @@ reference      everything else (16-bit weights, weight-only on CPU, grouped conv
 =============  ===========================================================================
 
 Numerics are the simulation's (:mod:`autocomp.quant`): the codes come from
-``quantize_weight_codes`` after magnitude pruning, activations from ``act_qparams``.
+``quantize_weight_groups`` after magnitude pruning (per channel or per group, as the choice
+says), activations from ``act_qparams``. Group-wise choices run on ``triton_wq`` (scales per group
+along K; a shorter last group is masked like any K tail). Asymmetric choices (zero points) and
+embeddings have no kernel here: the first run on ``reference``, the second stay simulated, and
+:func:`kernel_note` says why for the validation report.
 
 Example:
     >>> import torch
@@ -35,43 +39,79 @@ import torch
 import torch.nn.functional as F
 
 from autocomp.kernels.packing import container_bits, pack, unpack
-from autocomp.modules import is_linear, weight_of
+from autocomp.modules import is_embedding, is_linear, weight_of
 from autocomp.policy import Choice, Policy, compress_layer, input_range, policy_modules
-from autocomp.quant import act_qparams, fake_quant_act, is_float, prune_mask, quantize_weight_codes
+from autocomp.quant import act_qparams, fake_quant_act, is_float, prune_mask, quantize_weight_groups
 
 BACKENDS = ("auto", "triton_wq", "triton_w8a8", "cpu_int8", "reference")
 
 
-def weight_codes(w: torch.Tensor, choice: Choice, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes [N, K] and scales of a 2-D weight as the simulation builds them (prune, then quantize).
+def weight_qparams(w: torch.Tensor, choice: Choice, group_size: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Signed codes [N, K], scales and zero points of a 2-D weight as the simulation builds them
+    (prune, then quantize per channel or per ``group_size`` / ``choice.group`` inputs).
 
-    Per-group scales come back as [ceil(K / group_size), N]; per-channel as [N].
+    Scales come back as [N] per channel, [ceil(K / group), N] per group. Asymmetric codes and
+    zero points are shifted by ``-2**(bits-1)`` so they pack like symmetric ones; the weight is
+    ``(codes - zeros) * scale`` either way.
     """
     w = w.detach().float()
+    group = group_size if group_size is not None else choice.group
     mask = prune_mask(w, choice.prune) if choice.prune > 0 else None
     if mask is not None:
         w = w * mask
-    if group_size is None:
-        codes, scale = quantize_weight_codes(w, choice.w_bits)
-    else:
-        n, k = w.shape
-        if k % group_size:
-            raise ValueError(f"group size {group_size} does not divide K={k}")
-        codes, scale = quantize_weight_codes(w.reshape(-1, group_size), choice.w_bits)
-        codes, scale = codes.reshape(n, k), scale.reshape(n, k // group_size).t().contiguous()
-    if mask is not None:
-        codes = codes * mask
+    gq = quantize_weight_groups(w, choice.w_bits, group, choice.zero_point)
+    codes, zeros = gq.codes, gq.zeros
+    if zeros is not None:
+        shift = float(2 ** (int(round(choice.w_bits)) - 1))
+        codes, zeros = codes - shift, zeros - shift
+    elif mask is not None:
+        codes = codes * mask  # symmetric: a pruned weight is code 0
+    if group is None:
+        return codes, gq.scales[:, 0].contiguous(), None if zeros is None else zeros[:, 0].contiguous()
+    return codes, gq.scales.t().contiguous(), None if zeros is None else zeros.t().contiguous()
+
+
+def weight_codes(w: torch.Tensor, choice: Choice, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes [N, K] and scales of a symmetric choice (see :func:`weight_qparams`).
+
+    Per-group scales come back as [ceil(K / group_size), N]; per-channel as [N].
+    """
+    if choice.zero_point:
+        raise ValueError(f"choice {choice.key} has zero points: use weight_qparams")
+    codes, scale, _ = weight_qparams(w, choice, group_size)
     return codes, scale
+
+
+def kernel_note(module: torch.nn.Module, choice: Choice) -> str:
+    """Why ``choice`` on ``module`` runs on no low-bit kernel ('' when one takes it)."""
+    if is_float(choice.w_bits):
+        return "float weights: no low-bit kernel"
+    if is_embedding(module):
+        return "embedding: a table lookup, weights dequantized (no kernel)"
+    if choice.w_bits > 8:
+        return "above 8 bits: no low-bit container, reference path"
+    if choice.zero_point:
+        return "asymmetric (zero point): no kernel takes zero points, reference path"
+    if not (is_linear(module) or isinstance(module, torch.nn.Conv2d)):
+        return f"{type(module).__name__}: no kernel, simulated"
+    if isinstance(module, torch.nn.Conv2d) and module.groups != 1:
+        return "grouped convolution: reference path"
+    return ""
 
 
 class _QuantBase(torch.nn.Module):
     """Packed codes + scales + activation parameters; subclasses define the op."""
 
     def _setup(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, choice: Choice,
-               act_range: tuple[float, float] | None, group_size: int | None, backend: str) -> None:
+               act_range: tuple[float, float] | None, group_size: int | None, backend: str,
+               zeros: torch.Tensor | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: one of {BACKENDS}")
+        if zeros is not None and backend not in ("auto", "reference"):
+            raise ValueError(f"backend {backend!r} takes no zero points (choice {choice.key}): use reference")
         self.choice, self.group_size, self.requested = choice, group_size, backend
+        self.register_buffer("zeros", zeros.float() if zeros is not None else None)
         self.k = codes.shape[1]
         self.bits = container_bits(codes) if not is_float(choice.w_bits) and choice.w_bits <= 8 else 0
         if self.bits:
@@ -102,9 +142,14 @@ class _QuantBase(torch.nn.Module):
         if key not in self._cache:
             c = self.codes().float()
             if self.group_size is None:
+                if self.zeros is not None:
+                    c = c - self.zeros[:, None]
                 w = c * self.scale[:, None]
             else:
-                w = c * self.scale.t().repeat_interleave(self.group_size, dim=1)
+                expand = lambda t: t.t().repeat_interleave(self.group_size, dim=1)[:, : self.k]  # noqa: E731
+                if self.zeros is not None:
+                    c = c - expand(self.zeros)
+                w = c * expand(self.scale)
             self._cache[key] = w
         return self._cache[key]
 
@@ -114,7 +159,7 @@ class _QuantBase(torch.nn.Module):
             return self.requested
         dev = torch.device(device).type
         low_act = self.act is not None and self.act[2] <= 8
-        if not self.bits or not self._kernel_ok():
+        if not self.bits or not self._kernel_ok() or self.zeros is not None:
             return "reference"
         if dev == "cuda":
             if self.bits <= 4 or not low_act:
@@ -159,18 +204,19 @@ class QuantLinear(_QuantBase):
     """A ``Linear`` running on low-bit kernels; see the module docstring for backends."""
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, choice: Choice,
-                 act_range: tuple[float, float] | None = None, group_size: int | None = None, backend: str = "auto"):
+                 act_range: tuple[float, float] | None = None, group_size: int | None = None, backend: str = "auto",
+                 zeros: torch.Tensor | None = None):
         super().__init__()
         self.in_features, self.out_features = codes.shape[1], codes.shape[0]
-        self._setup(codes, scale, bias, choice, act_range, group_size, backend)
+        self._setup(codes, scale, bias, choice, act_range, group_size, backend, zeros)
 
     @classmethod
     def from_float(cls, mod: torch.nn.Module, choice: Choice, act_range: tuple[float, float] | None = None,
                    group_size: int | None = None, backend: str = "auto") -> "QuantLinear":
         """Quantize a ``torch.nn.Linear`` (or transformers' ``Conv1D``) following ``choice``."""
-        w = weight_of(mod)
-        codes, scale = weight_codes(w, choice, group_size)
-        return cls(codes, scale, mod.bias, choice, act_range, group_size, backend)
+        group = group_size if group_size is not None else choice.group
+        codes, scale, zeros = weight_qparams(weight_of(mod), choice, group)
+        return cls(codes, scale, mod.bias, choice, act_range, group, backend, zeros)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         backend = self.backend_for(x.device)
@@ -197,11 +243,12 @@ class QuantConv2d(_QuantBase):
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, choice: Choice,
                  weight_shape: tuple[int, ...], stride, padding, dilation, groups: int = 1,
-                 act_range: tuple[float, float] | None = None, group_size: int | None = None, backend: str = "auto"):
+                 act_range: tuple[float, float] | None = None, group_size: int | None = None, backend: str = "auto",
+                 zeros: torch.Tensor | None = None):
         super().__init__()
         self.weight_shape = tuple(weight_shape)
         self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
-        self._setup(codes, scale, bias, choice, act_range, group_size, backend)
+        self._setup(codes, scale, bias, choice, act_range, group_size, backend, zeros)
 
     @classmethod
     def from_float(cls, mod: torch.nn.Conv2d, choice: Choice, act_range: tuple[float, float] | None = None,
@@ -209,9 +256,10 @@ class QuantConv2d(_QuantBase):
         """Quantize a ``torch.nn.Conv2d`` (zero padding mode) following ``choice``."""
         if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
             raise ValueError("QuantConv2d supports explicit zero padding only")
-        codes, scale = weight_codes(mod.weight.reshape(mod.out_channels, -1), choice, group_size)
+        group = group_size if group_size is not None else choice.group
+        codes, scale, zeros = weight_qparams(mod.weight.reshape(mod.out_channels, -1), choice, group)
         return cls(codes, scale, mod.bias, choice, tuple(mod.weight.shape), mod.stride, mod.padding,
-                   mod.dilation, mod.groups, act_range, group_size, backend)
+                   mod.dilation, mod.groups, act_range, group, backend, zeros)
 
     def _kernel_ok(self) -> bool:
         return self.groups == 1
@@ -254,7 +302,8 @@ def convert(model: torch.nn.Module, policy: Policy,
         policy: per-layer choices, as for :func:`autocomp.policy.apply`.
         act_ranges: calibrated input ranges per layer per activation bit-width.
         backend: ``auto`` or one backend forced for every layer.
-        group_size: per-group weight scales (GPU kernels; the simulation is per-channel).
+        group_size: per-group weight scales for every layer, overriding the choices' own
+            ``group`` (benchmarks; the simulation follows the choices).
 
     Example:
         >>> qmodel = convert(model, policy, ranges)          # doctest: +SKIP
@@ -263,9 +312,9 @@ def convert(model: torch.nn.Module, policy: Policy,
     for name, choice, mod in policy_modules(out, policy):
         if is_float(choice.w_bits) and is_float(choice.a_bits) and choice.prune == 0:
             continue
-        rng = input_range(act_ranges, name, choice)
-        if is_float(choice.w_bits):
-            compress_layer(mod, choice, rng)  # float weights: no low-bit kernel to run
+        rng = None if is_embedding(mod) else input_range(act_ranges, name, choice)
+        if is_float(choice.w_bits) or is_embedding(mod):
+            compress_layer(mod, choice, rng)  # float weights or a lookup table: no low-bit kernel to run
             continue
         if isinstance(mod, torch.nn.Conv2d):
             new = QuantConv2d.from_float(mod, choice, rng, group_size, backend)

@@ -14,6 +14,10 @@ triton_w8a8     1e-3     exact int32 sums; fp32 rescale
 triton_wq       1e-2     activations and dequantized weights in fp16 (11-bit mantissa)
 ==============  =======  ==========================================================
 
+A layer no kernel takes (an embedding, a tied weight, a Conv1d) stays simulated: it is listed
+with backend ``simulated`` and a ``note`` saying why, as is a layer on ``reference`` for a reason
+(zero points, more than 8 bits); nothing about such a policy raises.
+
 It then times a whole forward pass of the uncompressed float model and of the kernel model on
 the same device and batch. :func:`autocomp.stages.validate.validate_study` does this for a study's front (or chosen
 policies) and writes the figures back into the study's PTQ evaluations, where
@@ -30,12 +34,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from autocomp.kernels.modules import _QuantBase, convert
+from autocomp.kernels.modules import _QuantBase, convert, kernel_note
 from autocomp.kernels.timing import measure_pair, resolve_device
-from autocomp.policy import Policy, apply
-from autocomp.modules import batch_size, call_model
+from autocomp.policy import Policy, apply, policy_modules
+from autocomp.modules import batch_size, call_model, tied_aliases
+from autocomp.quant import is_float
 
-BOUNDS = {"reference": 1e-5, "cpu_int8": 1e-4, "triton_w8a8": 1e-3, "triton_wq": 1e-2}
+BOUNDS = {"reference": 1e-5, "cpu_int8": 1e-4, "triton_w8a8": 1e-3, "triton_wq": 1e-2, "simulated": 0.0}
 ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)  # as the PTQ evaluators calibrate them
 
 
@@ -46,6 +51,7 @@ class LayerCheck:
     backend: str
     max_rel_err: float
     bound: float
+    note: str = ""    # why the layer is on no kernel or on the reference path
 
     @property
     def ok(self) -> bool:
@@ -75,6 +81,10 @@ class ValidationReport:
     @property
     def speedup(self) -> float:
         return self.fp32_latency / self.latency if self.latency > 0 else 0.0
+
+    def notes(self) -> list[str]:
+        """``layer (choice): why`` for every layer on no kernel or on the reference path for a reason."""
+        return [f"{l.name} ({l.choice}): {l.note}" for l in self.layers if l.note]
 
     def backends(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -137,7 +147,23 @@ def layer_errors(sim: torch.nn.Module, kmodel: torch.nn.Module, sample: Any, dev
             yk = km(x.to(device)).float().cpu()
         err = float((yk - ys).abs().max() / ys.abs().max().clamp_min(1e-12))
         backend = km.backend_for(device)
-        out.append(LayerCheck(name, km.choice.key, backend, err, BOUNDS[backend]))
+        note = kernel_note(smods[name], km.choice) if backend == "reference" else ""
+        out.append(LayerCheck(name, km.choice.key, backend, err, BOUNDS[backend], note))
+    return out
+
+
+def simulated_layers(model: torch.nn.Module, kmodel: torch.nn.Module, policy: Policy) -> list[LayerCheck]:
+    """The policy's compressed layers that ``convert`` left simulated, each with the reason."""
+    kmods = {n for n, m in kmodel.named_modules() if isinstance(m, _QuantBase)}
+    aliases = tied_aliases(model)
+    out = []
+    for name, choice, mod in policy_modules(model, policy):
+        if name in kmods or (is_float(choice.w_bits) and is_float(choice.a_bits) and choice.prune == 0):
+            continue
+        note = kernel_note(mod, choice)
+        if aliases.get(name):
+            note = f"weight tied to {', '.join(aliases[name])}; " + (note or "simulated")
+        out.append(LayerCheck(name, choice.key, "simulated", 0.0, BOUNDS["simulated"], note or "simulated"))
     return out
 
 
@@ -160,7 +186,7 @@ def validate_policy(model: torch.nn.Module, policy: Policy, act_ranges: Mapping,
     sim = apply(model, policy, act_ranges).eval()
     kmodel = convert(model, policy, act_ranges).to(dev).eval()
     rep = ValidationReport(policy.id, str(dev))
-    rep.layers = layer_errors(sim, kmodel, sample, dev)
+    rep.layers = layer_errors(sim, kmodel, sample, dev) + simulated_layers(model, kmodel, policy)
     fp = model.to(dev).eval()
     x = _to(sample, dev)
     rep.batch = batch_size(sample)

@@ -14,6 +14,12 @@ Two estimators of every layer's trace ``Tr(H_ll)``, chosen per batch (``estimato
   ``v`` spanning every layer gives every layer's estimate at once: ``E[v_l . (H v)_l] = Tr(H_ll)``
   because the cross blocks average out.
 
+Attention: double backward through PyTorch's fused scaled-dot-product kernels (flash, memory
+efficient: what transformers' default ``sdpa`` attention dispatches to) is not implemented, so
+while a batch's graph is built the math kernel is forced (``sdpa_kernel(SDPBackend.MATH)``: plain
+ops autograd can differentiate twice). The model and its config are not touched, and the kernel
+choice is restored when scoring ends.
+
 Only the quantizable weights (plus, when the space quantizes activations, the layers' inputs) are
 differentiated, not every BatchNorm scale and bias.
 
@@ -53,7 +59,9 @@ ACT = "act:"  # prefix of the block holding a layer's input activation
 def probe(like: torch.Tensor, seed: int, batch: int, index: int) -> torch.Tensor:
     """Rademacher vector (entries +-1) for probe ``index`` of ``batch``; the same everywhere."""
     g = torch.Generator().manual_seed(_mix(seed, batch, index))
-    return (torch.randint(0, 2, like.shape, generator=g, dtype=torch.int8).to(like.dtype) * 2 - 1)
+    # Drawn on the CPU whatever the device: the same probe on every machine.
+    v = torch.randint(0, 2, like.shape, generator=g, dtype=torch.int8).to(like.dtype) * 2 - 1
+    return v if like.device.type == "cpu" else v.to(like.device)
 
 
 def _mix(*xs: int) -> int:
@@ -214,7 +222,7 @@ def loss_curvature_root(out: torch.Tensor, target: Any, loss_fn) -> torch.Tensor
     if not g.requires_grad:                            # loss linear in the outputs: A = 0
         return out.new_zeros(n, k, k)
     g = g.reshape(n, k)
-    sign = (torch.arange(n, dtype=z.dtype) % 2) * 2 - 1
+    sign = (torch.arange(n, dtype=z.dtype, device=z.device) % 2) * 2 - 1
     rows, signed = [], []
     for c in range(k):
         rows.append(torch.autograd.grad(g[:, c].sum(), z, retain_graph=True)[0].reshape(n, k))
@@ -232,7 +240,8 @@ def loss_curvature_root(out: torch.Tensor, target: Any, loss_fn) -> torch.Tensor
 
 
 class _Grad:
-    """Context: weights of ``names`` require grad (others not), layer inputs captured if asked."""
+    """Context: weights of ``names`` require grad (others not), layer inputs captured if asked,
+    and attention on the math kernel (twice differentiable) for the graphs built inside."""
 
     def __init__(self, model: torch.nn.Module, names: Sequence[str], activations: bool):
         self.model, self.names, self.activations = model, list(names), activations
@@ -240,11 +249,15 @@ class _Grad:
         self.inputs: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> "_Grad":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
         self.saved = {p: p.requires_grad for p in self.model.parameters()}
         for p in self.model.parameters():
             p.requires_grad_(False)
         for n in self.names:
             self.mods[n].weight.requires_grad_(True)
+        self.kernel = sdpa_kernel(SDPBackend.MATH)
+        self.kernel.__enter__()
         self.handles = []
         if self.activations:
             for n in self.names:
@@ -264,6 +277,7 @@ class _Grad:
         return hook
 
     def __exit__(self, *exc: Any) -> None:
+        self.kernel.__exit__(None, None, None)
         for h in self.handles:
             h.remove()
         for p, r in self.saved.items():
@@ -391,7 +405,7 @@ def top_eigenvalues(model, loss_fn, batches, names, seed: int = 0, tol: float = 
         for n in names:
             w = mods[n].weight
             g = torch.Generator().manual_seed(_mix(seed, 1 << 20, zlib.crc32(n.encode())))
-            v = torch.randn(w.shape, generator=g, dtype=w.dtype)
+            v = torch.randn(w.shape, generator=g, dtype=w.dtype).to(w.device)
             v = v / v.norm()
             eig = 0.0
             for it in range(max_iter):

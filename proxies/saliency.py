@@ -51,10 +51,19 @@ def gradient_stats(workload, names: Sequence[str], chunk: int = 64) -> tuple[dic
 
 
 def synflow_scores(model: torch.nn.Module, sample, names: Sequence[str]) -> dict[str, float]:
-    """SynFlow: sum(dR/dW * W) with R = sum of the output of |W|-network on an all-ones input.
+    """SynFlow: sum |dR/dW * W| with R = sum of the output of the |W|-network on an all-ones input.
 
     Runs in float64 on a copy (the product of absolute weights overflows float32 in deep nets).
-    Non-float inputs (token ids) are passed as they are.
+
+    Inputs: float inputs become ones (one sample). Integer inputs -- token ids and attention
+    masks of a transformer -- have no all-ones analogue (ones would be token 1 everywhere, and
+    zeros a fully masked sequence), so they are the first sample's own ids and mask: on token
+    models the score is data-free in the weights, not in the tokens, and the embedding rows
+    those ids select are the ones scored.
+
+    The connection saliencies are summed in magnitude: in a ReLU network without normalisation
+    every one is non-negative already (the |W|-network's flow is positive), and LayerNorm
+    centring or GELU's negative lobe (transformers) would otherwise let signs cancel.
     """
     m = copy.deepcopy(model).double().eval()
     with torch.no_grad():
@@ -77,7 +86,7 @@ def synflow_scores(model: torch.nn.Module, sample, names: Sequence[str]) -> dict
     out = call_model(m, ones(sample))
     out = out if isinstance(out, torch.Tensor) else getattr(out, "logits", out[0])
     grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
-    return {n: float((g * p.detach()).sum()) if g is not None else 0.0 for n, p, g in zip(names, params, grads)}
+    return {n: float((g * p.detach()).abs().sum()) if g is not None else 0.0 for n, p, g in zip(names, params, grads)}
 
 
 class SnipProxy(LayerScoreProxy):
@@ -104,7 +113,7 @@ class GradNormProxy(LayerScoreProxy):
 
 
 class SynflowProxy(LayerScoreProxy):
-    """SynFlow (data-free): synaptic flow sum(dR/dW * W) per layer."""
+    """SynFlow (data-free): synaptic flow sum |dR/dW * W| per layer (see :func:`synflow_scores`)."""
 
     name = "synflow"
 

@@ -15,9 +15,10 @@ from autocomp.sensitivity import Sensitivity
 
 
 def choice_perturbations(module: torch.nn.Module, choices) -> dict[str, torch.Tensor]:
-    """Per choice key: the weight perturbation C(W) - W (with output channels first)."""
+    """Per choice key: the weight perturbation C(W) - W (with output channels first; group-wise
+    and asymmetric choices quantized as the policy would)."""
     w = weight_of(module).detach().float()
-    return {c.key: compress_weight(w, c.w_bits, c.prune) - w for c in choices}
+    return {c.key: compress_weight(w, c.w_bits, c.prune, c.group, c.zero_point) - w for c in choices}
 
 
 def needs_act_quant(choices: dict) -> bool:

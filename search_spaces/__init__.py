@@ -6,13 +6,19 @@ A space is a YAML file::
     w_bits: [2, 3, 4, 6, 8]      # 1 = binary, 1.58 = ternary, 32 = float
     a_bits: [8]
     prune: [0.0]
-    overrides:                    # first match wins; patterns are fnmatch globs on layer names,
-      - match: "@first"           # or @first / @last (forward order)
-        w_bits: [8]
+    group: [channel, 128]         # weight scales per output channel or per 128 inputs (default channel)
+    zero_point: false             # true: asymmetric weights (or [false, true]: both)
+    overrides:                    # first match wins; patterns are fnmatch globs on layer names (a
+      - match: "@first"           # tied layer's aliases too), or @first / @last (forward order),
+        w_bits: [8]               # @embeddings / @lm_head (by role)
       - match: "classifier.*"
         skip: true                # leave in float
     ties:                         # layers that must share one choice (e.g. residual inputs);
       - ["layer1.0.conv2", "layer1.0.downsample.0"]   # names or globs; overlapping ties merge
+
+Instead of the product of ``w_bits`` x ``a_bits`` x ``prune`` x ``group`` x ``zero_point``, a space
+(or an override) may list its choices by key: ``choices: [w4a32g128, w8a32z]``. Embeddings and
+LM heads are weight-only: their choices keep the input in float whatever ``a_bits`` says.
 
 Example:
     >>> from autocomp.search_spaces import load_space
@@ -33,12 +39,15 @@ import yaml
 from autocomp.errors import SearchSpaceError
 from autocomp.policy import Choice
 from autocomp.profile import LayerInfo
+from autocomp.quant import FLOAT_BITS, is_float
 
 HERE = Path(__file__).parent
 ALLOWED_W_BITS = (1, 1.58, 2, 3, 4, 5, 6, 7, 8, 16, 32)
 ALLOWED_A_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-_TOP_KEYS = {"name", "description", "w_bits", "a_bits", "prune", "overrides", "ties"}
-_OVR_KEYS = {"match", "w_bits", "a_bits", "prune", "skip"}
+_PRODUCT_KEYS = ("w_bits", "a_bits", "prune", "group", "zero_point")
+_TOP_KEYS = {"name", "description", *_PRODUCT_KEYS, "choices", "overrides", "ties"}
+_OVR_KEYS = {"match", *_PRODUCT_KEYS, "choices", "skip"}
+_ROLE_MATCH = {"@embeddings": "embedding", "@lm_head": "lm_head"}
 
 
 @dataclass(frozen=True)
@@ -48,13 +57,31 @@ class Override:
     a_bits: tuple[int, ...] | None = None
     prune: tuple[float, ...] | None = None
     skip: bool = False
+    group: tuple[int | None, ...] | None = None
+    zero_point: tuple[bool, ...] | None = None
+    choices: tuple[Choice, ...] | None = None
 
     def matches(self, layer: LayerInfo, n_layers: int) -> bool:
         if self.match == "@first":
             return layer.index == 0
         if self.match == "@last":
             return layer.index == n_layers - 1
-        return fnmatch.fnmatchcase(layer.name, self.match)
+        if self.match in _ROLE_MATCH:
+            return _ROLE_MATCH[self.match] in layer.roles
+        return any(fnmatch.fnmatchcase(n, self.match) for n in (layer.name, *layer.aliases))
+
+
+def _product(w, a, p, g, z) -> list[Choice]:
+    out = []
+    for wb, ab, pr, gr, zp in itertools.product(w, a, p, g, z):
+        if is_float(wb):  # float weights have no scales: one choice, whatever group says
+            gr, zp = None, False
+        out.append(Choice(wb, ab, pr, gr, zp))
+    return out
+
+
+def _weight_only(cs: Sequence[Choice]) -> list[Choice]:
+    return list(dict.fromkeys(dataclasses.replace(c, a_bits=FLOAT_BITS) for c in cs))
 
 
 @dataclass(frozen=True)
@@ -67,17 +94,55 @@ class SearchSpace:
     ties: tuple[tuple[str, ...], ...] = ()
     description: str = ""
     source: dict = field(default_factory=dict, compare=False, hash=False)
+    group: tuple[int | None, ...] = (None,)
+    zero_point: tuple[bool, ...] = (False,)
+    explicit: tuple[Choice, ...] = ()
+
+    def _base(self) -> list[Choice]:
+        if self.explicit:
+            return list(self.explicit)
+        return _product(self.w_bits, self.a_bits, self.prune, self.group, self.zero_point)
 
     def choices_for(self, layer: LayerInfo, n_layers: int) -> list[Choice]:
-        """Every choice ``layer`` may take (the first matching override narrows the space)."""
-        w, a, p = self.w_bits, self.a_bits, self.prune
+        """Every choice ``layer`` may take (the first matching override narrows the space).
+
+        Embeddings and heads (:attr:`LayerInfo.weight_only`) get their choices with float inputs.
+        """
+        cs = None
         for o in self.overrides:
             if o.matches(layer, n_layers):
                 if o.skip:
                     return [Choice(32, 32, 0.0)]
-                w, a, p = o.w_bits or w, o.a_bits or a, o.prune or p
+                if o.choices:
+                    cs = list(o.choices)
+                else:
+                    cs = _product(o.w_bits or self.w_bits, o.a_bits or self.a_bits, o.prune or self.prune,
+                                  o.group or self.group, o.zero_point or self.zero_point)
                 break
-        return [Choice(wb, ab, pr) for wb, ab, pr in itertools.product(w, a, p)]
+        if cs is None:
+            cs = self._base()
+        return _weight_only(cs) if layer.weight_only else cs
+
+    def uniform_choice(self, layer: LayerInfo, w_bits: float) -> Choice | None:
+        """``layer``'s choice in the uniform ``w_bits`` baseline, built from the space's own
+        (override-free) choices: unpruned, 8-bit inputs where the space has them, else its widest
+        (float in a weight-only space), its first group and zero-point setting. None when the
+        space lists explicit choices and none has ``w_bits``.
+
+        Example:
+            >>> sp = load_space("weight_only")
+            >>> l = LayerInfo("fc", "Linear", (4, 4), 16, 0, 16, (4,), (4,), 0)
+            >>> sp.uniform_choice(l, 4).key, load_space("mixed_precision").uniform_choice(l, 6).key
+            ('w4a32g128', 'w6a8')
+        """
+        pool = [c for c in self._base() if c.w_bits == w_bits and c.prune == 0]
+        if not pool:
+            if self.explicit:
+                return None
+            pool = _product((w_bits,), self.a_bits, (0.0,), self.group, self.zero_point)
+        a_pref = 8 if any(c.a_bits == 8 for c in pool) else max(c.a_bits for c in pool)
+        c = next(c for c in pool if c.a_bits == a_pref)
+        return _weight_only([c])[0] if layer.weight_only else c
 
     def choices(self, layers: Sequence[LayerInfo]) -> dict[str, list[Choice]]:
         return {l.name: self.choices_for(l, len(layers)) for l in layers}
@@ -173,11 +238,40 @@ class SearchSpace:
         return dataclasses.replace(self, overrides=ovr, source=src)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.source) if self.source else {
+        if self.source:
+            return dict(self.source)
+        d: dict[str, Any] = {
             "name": self.name, "w_bits": list(self.w_bits), "a_bits": list(self.a_bits),
             "prune": list(self.prune), "ties": [list(t) for t in self.ties],
-            "overrides": [{k: v for k, v in vars(o).items() if v not in (None, False)} for o in self.overrides],
+            "overrides": [_override_dict(o) for o in self.overrides],
         }
+        if self.group != (None,):
+            d["group"] = [_group_word(g) for g in self.group]
+        if self.zero_point != (False,):
+            d["zero_point"] = list(self.zero_point)
+        if self.explicit:
+            d = {k: v for k, v in d.items() if k not in _PRODUCT_KEYS}
+            d["choices"] = [c.key for c in self.explicit]
+        return d
+
+
+def _group_word(g: int | None) -> int | str:
+    return "channel" if g is None else g
+
+
+def _override_dict(o: Override) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k, v in vars(o).items():
+        if v in (None, False):
+            continue
+        if k == "group":
+            v = [_group_word(g) for g in v]
+        elif k == "choices":
+            v = [c.key for c in v]
+        elif isinstance(v, tuple):
+            v = list(v)
+        d[k] = v
+    return d
 
 
 class ResolvedChoices(NamedTuple):
@@ -229,6 +323,57 @@ def _prune_list(v: Any, where: str, key: str = "prune") -> tuple:
     return tuple(sorted({float(r) for r in v}))
 
 
+def _group_list(v: Any, where: str, key: str = "group") -> tuple:
+    items = v if isinstance(v, list) else [v]
+    if not items:
+        raise SearchSpaceError(f"search space {where}: {key!r} must be a non-empty list")
+    out: list[int | None] = []
+    for g in items:
+        if g == "channel" or g is None:
+            g = None
+        elif isinstance(g, bool) or not isinstance(g, int) or g < 2:
+            raise SearchSpaceError(f"search space {where}: {key!r} has {g!r}; a group is 'channel' or an integer "
+                                   "of at least 2 (input elements per scale)")
+        if g not in out:
+            out.append(g)
+    return tuple(out)
+
+
+def _zp_list(v: Any, where: str, key: str = "zero_point") -> tuple:
+    items = v if isinstance(v, list) else [v]
+    if not items or not all(isinstance(b, bool) for b in items):
+        raise SearchSpaceError(f"search space {where}: {key!r} must be true, false or a list of them")
+    return tuple(dict.fromkeys(items))
+
+
+def _choice_list(v: Any, where: str, key: str = "choices") -> tuple:
+    if not isinstance(v, list) or not v:
+        raise SearchSpaceError(f"search space {where}: {key!r} must be a non-empty list of choice keys (e.g. w4a32g128)")
+    out = []
+    for k in v:
+        try:
+            c = Choice.from_key(str(k)) if isinstance(k, str) else None
+        except ValueError:
+            c = None
+        if c is None:
+            raise SearchSpaceError(f"search space {where}: {key!r} has {k!r}; a choice key looks like w4a8, "
+                                   "w4a32g128 or w8a32z")
+        _bits_list([c.w_bits], f"{key}[{k}].w_bits", ALLOWED_W_BITS, where)
+        _bits_list([c.a_bits], f"{key}[{k}].a_bits", ALLOWED_A_BITS, where)
+        _prune_list([c.prune], where, f"{key}[{k}].prune")
+        if c.group is not None:
+            _group_list([c.group], where, f"{key}[{k}].group")
+        _check_zp(where, key, (c.w_bits,), (c.zero_point,))
+        out.append(c)
+    return tuple(dict.fromkeys(out))
+
+
+def _check_zp(where: str, key: str, w_bits: Sequence[float], zps: Sequence[bool]) -> None:
+    if any(zps) and any(w < 2 for w in w_bits):
+        raise SearchSpaceError(f"search space {where}: {key!r} asks for zero points with binary or ternary "
+                               "weights; zero points need w_bits of 2 or more")
+
+
 def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
     """Validate and build a space; errors name the bad key."""
     if not isinstance(d, Mapping):
@@ -236,8 +381,12 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
     unknown = set(d) - _TOP_KEYS
     if unknown:
         raise SearchSpaceError(f"search space {where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})")
-    if "w_bits" not in d:
-        raise SearchSpaceError(f"search space {where}: missing key 'w_bits'")
+    if "choices" in d and set(d) & set(_PRODUCT_KEYS):
+        raise SearchSpaceError(f"search space {where}: 'choices' lists the choices itself; it cannot be combined "
+                               f"with {sorted(set(d) & set(_PRODUCT_KEYS))[0]!r}")
+    if "w_bits" not in d and "choices" not in d:
+        raise SearchSpaceError(f"search space {where}: missing key 'w_bits' (or 'choices')")
+    explicit = _choice_list(d["choices"], where) if "choices" in d else ()
     for key in ("name", "description"):
         if key in d and not isinstance(d[key], str):
             raise SearchSpaceError(f"search space {where}: {key!r} must be a string")
@@ -254,18 +403,32 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
             raise SearchSpaceError(f"search space {where}: overrides[{i}] has unknown key {sorted(bad)[0]!r} "
                                    f"(known: {', '.join(sorted(_OVR_KEYS))})")
         if not isinstance(o["match"], str) or not o["match"]:
-            raise SearchSpaceError(f"search space {where}: overrides[{i}].match must be a layer name, a glob, @first or @last")
+            raise SearchSpaceError(f"search space {where}: overrides[{i}].match must be a layer name, a glob, "
+                                   "@first, @last, @embeddings or @lm_head")
         if "skip" in o and not isinstance(o["skip"], bool):
             raise SearchSpaceError(f"search space {where}: overrides[{i}].skip must be true or false")
-        if o.get("skip") and set(o) & {"w_bits", "a_bits", "prune"}:
+        if o.get("skip") and set(o) & {*_PRODUCT_KEYS, "choices"}:
             raise SearchSpaceError(f"search space {where}: overrides[{i}] sets skip together with bits or prune; "
                                    "a skipped layer stays in float")
+        if "choices" in o and set(o) & set(_PRODUCT_KEYS):
+            raise SearchSpaceError(f"search space {where}: overrides[{i}] combines 'choices' with "
+                                   f"{sorted(set(o) & set(_PRODUCT_KEYS))[0]!r}")
+        if explicit and set(o) & set(_PRODUCT_KEYS):
+            raise SearchSpaceError(f"search space {where}: overrides[{i}] sets {sorted(set(o) & set(_PRODUCT_KEYS))[0]!r} "
+                                   "but the space lists its 'choices'; give the override its own 'choices'")
+        ow = _bits_list(o["w_bits"], f"overrides[{i}].w_bits", ALLOWED_W_BITS, where) if "w_bits" in o else None
+        oz = _zp_list(o["zero_point"], where, f"overrides[{i}].zero_point") if "zero_point" in o else None
+        _check_zp(where, f"overrides[{i}]", ow or _bits_list(d.get("w_bits", [8]), "w_bits", ALLOWED_W_BITS, where),
+                  oz or _zp_list(d.get("zero_point", False), where))
         overrides.append(Override(
             match=str(o["match"]),
             w_bits=_bits_list(o["w_bits"], f"overrides[{i}].w_bits", ALLOWED_W_BITS, where) if "w_bits" in o else None,
             a_bits=_bits_list(o["a_bits"], f"overrides[{i}].a_bits", ALLOWED_A_BITS, where) if "a_bits" in o else None,
             prune=_prune_list(o["prune"], where, f"overrides[{i}].prune") if "prune" in o else None,
             skip=bool(o.get("skip", False)),
+            group=_group_list(o["group"], where, f"overrides[{i}].group") if "group" in o else None,
+            zero_point=oz,
+            choices=_choice_list(o["choices"], where, f"overrides[{i}].choices") if "choices" in o else None,
         ))
     ties = []
     for i, t in enumerate(d.get("ties") or []):
@@ -274,13 +437,24 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
             raise SearchSpaceError(f"search space {where}: ties[{i}] must be a list of at least two layer names "
                                    "(or one glob pattern matching several)")
         ties.append(tuple(t))
+    if explicit:  # the product fields describe the listed choices (what they span)
+        w_bits = tuple(sorted({c.w_bits for c in explicit}))
+        a_bits = tuple(sorted({c.a_bits for c in explicit}))
+        prune = tuple(sorted({c.prune for c in explicit}))
+        group = tuple(dict.fromkeys(c.group for c in explicit))
+        zps = tuple(dict.fromkeys(c.zero_point for c in explicit))
+    else:
+        w_bits = _bits_list(d["w_bits"], "w_bits", ALLOWED_W_BITS, where)
+        a_bits = _bits_list(d.get("a_bits", [8]), "a_bits", ALLOWED_A_BITS, where)
+        prune = _prune_list(d.get("prune", [0.0]), where)
+        group = _group_list(d.get("group", ["channel"]), where)
+        zps = _zp_list(d.get("zero_point", False), where)
+        _check_zp(where, "zero_point", w_bits, zps)
     return SearchSpace(
-        name=str(d.get("name", where)),
-        w_bits=_bits_list(d["w_bits"], "w_bits", ALLOWED_W_BITS, where),
-        a_bits=_bits_list(d.get("a_bits", [8]), "a_bits", ALLOWED_A_BITS, where),
-        prune=_prune_list(d.get("prune", [0.0]), where),
+        name=str(d.get("name", where)), w_bits=w_bits, a_bits=a_bits, prune=prune,
         overrides=tuple(overrides), ties=tuple(ties),
         description=str(d.get("description", "")), source=dict(d),
+        group=group, zero_point=zps, explicit=explicit,
     )
 
 

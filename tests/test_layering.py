@@ -19,7 +19,8 @@ FOLDERS = {"autocomp": "autocomp", "proxies": "autocomp.proxies", "workers": "au
 VALUES = ("autocomp", "autocomp.errors", "autocomp.values", "autocomp.policy", "autocomp.budget",
           "autocomp.metrics", "autocomp.costs", "autocomp.sensitivity", "autocomp.profile", "autocomp.modules",
           "autocomp.search_spaces", "autocomp.workload", "autocomp.quant", "autocomp.calibrate",
-          "autocomp.progress", "autocomp.registry", "autocomp.target")
+          "autocomp.progress", "autocomp.registry", "autocomp.target", "autocomp.interactions",
+          "autocomp.devices")
 PLUGINS = ("autocomp.proxies", "autocomp.allocators", "autocomp.evaluators", "autocomp.kernels",
            "autocomp.workloads", "autocomp.quantizers")
 CLI = ("autocomp.cli",)

@@ -139,3 +139,15 @@ def test_a_reported_metric_is_stored_for_every_policy(registry):
     cm = CostModel(LAYERS)
     assert cm.metrics == ["size", "bitops", "avg_bits", "params"]
     assert cm.costs(Policy.uniform([l.name for l in LAYERS], Choice(4, 8, 0.5)))["params"] == 236 + 15
+
+
+@pytest.mark.parametrize("name,up,lo,hi", [("accuracy", True, 0.0, 1.0), ("cosine", True, -1.0, 1.0),
+                                           ("perplexity", False, 1.0, None), ("loss", False, 0.0, None)])
+def test_quality_metrics_have_a_direction_and_bounds(name, up, lo, hi):
+    from autocomp.metrics import get_quality_metric
+
+    m = get_quality_metric(name)
+    assert m.higher_is_better is up and m.bounds == (lo, hi)
+    assert m.direction == ("maximize" if up else "minimize")
+    best, worse = (0.9, 0.5) if up else (5.0, 9.0)
+    assert m.better(best, worse) and not m.better(worse, best) and sorted([worse, best], key=m.key)[0] == best

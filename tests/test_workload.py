@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import math
 import textwrap
 
 import pytest
+import torch
 
 from autocomp.errors import ModelSpecError
 from autocomp.workload import Workload, load_workload
@@ -68,3 +70,71 @@ def test_factory_errors_are_one_line(tmp_path):
         load_workload(f"{f}:not_a_workload")
     with pytest.raises(ModelSpecError, match="no weights here"):
         load_workload(f"{f}:broken")
+
+
+class _Bigram(torch.nn.Module):
+    """A causal 'LM' whose logits at position t depend on token t only (a learned bigram table)."""
+
+    def __init__(self, vocab: int = 7):
+        super().__init__()
+        torch.manual_seed(0)
+        self.table = torch.nn.Embedding(vocab, vocab)
+
+    def forward(self, ids):
+        return self.table(ids)
+
+
+def _manual_nll(model, ids):
+    """Summed -log p(ids[t+1] | ids[t]) and the token count, from the bigram table itself."""
+    logp = torch.log_softmax(model.table.weight.detach(), dim=-1)
+    pairs = [(int(a), int(b)) for row in ids for a, b in zip(row[:-1], row[1:]) if int(b) != -100]
+    return -sum(float(logp[a, b]) for a, b in pairs), len(pairs)
+
+
+def test_causal_lm_loss_shifts_and_ignores_padding():
+    from autocomp.workload import cross_entropy, mean_token_loss, perplexity
+
+    model = _Bigram()
+    ids = torch.randint(7, (3, 6), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, 4:] = -100                                       # padding at the end of sequence 0
+    nll, n = _manual_nll(model, ids)
+    with torch.no_grad():
+        assert float(cross_entropy(model(ids), ids)) == pytest.approx(nll / n, rel=1e-5)
+        nll_pad, n_pad = _manual_nll(model, labels)
+        assert n_pad == n - 2
+        assert float(cross_entropy(model(ids), labels)) == pytest.approx(nll_pad / n_pad, rel=1e-5)
+    # the metrics pool tokens over batches: two batches of one and two sequences give the same value
+    batches = [(ids[:1], labels[:1]), (ids[1:], labels[1:])]
+    assert mean_token_loss(model, batches) == pytest.approx(nll_pad / n_pad, rel=1e-5)
+    assert perplexity(model, batches) == pytest.approx(math.exp(nll_pad / n_pad), rel=1e-5)
+    assert perplexity(model, [(ids, labels)]) == pytest.approx(perplexity(model, batches), rel=1e-6)
+
+
+def test_class_logits_keep_plain_cross_entropy():
+    from autocomp.workload import cross_entropy
+
+    logits, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    assert torch.allclose(cross_entropy(logits, y), torch.nn.functional.cross_entropy(logits, y))
+
+
+def test_cosine_fidelity_is_one_for_the_reference_and_drops_with_noise():
+    from autocomp.workload import cosine_fidelity, cosine_loss
+
+    torch.manual_seed(0)
+    enc = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 5, 8)
+    with torch.no_grad():
+        ref = enc(x)
+    batches = [(x[:2], ref[:2]), (x[2:], ref[2:])]
+    assert cosine_fidelity(enc, batches) == pytest.approx(1.0, abs=1e-6)
+    neg = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        neg.weight.copy_(-enc.weight)
+        neg.bias.copy_(-enc.bias)
+    assert cosine_fidelity(neg, batches) == pytest.approx(-1.0, abs=1e-6)   # the bounds are [-1, 1]
+    other = torch.nn.Linear(8, 8)
+    c = cosine_fidelity(other, batches)
+    assert -1.0 < c < 0.99
+    with torch.no_grad():
+        assert float(cosine_loss(other(x), ref)) == pytest.approx(1.0 - c, abs=1e-5)

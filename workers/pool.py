@@ -8,6 +8,13 @@ closing. Results come back as :class:`~autocomp.metrics.Metrics`; the controller
 stores them. Actors start when first needed, at most one per policy of the largest batch so far,
 so a sweep of three policies on a 16-CPU cluster starts three.
 
+Devices: ``device="auto"`` (the default) places the actors on CUDA when the cluster reports GPUs,
+each holding an even share of them (:func:`autocomp.workers.placement.place`), and sets the
+evaluator's ``device`` option so that its ``prepare`` moves the model and batches there; on a
+CPU-only cluster nothing changes. ``cuda`` without GPUs is refused before any actor starts. An
+evaluator whose ``Options`` do not derive from :class:`~autocomp.evaluators.DeviceOptions` stays
+on the CPU.
+
 Example:
     >>> from autocomp.workers.pool import EvaluatorPool
     >>> with EvaluatorPool("digits", evaluator="ptq", workers=2) as pool:     # doctest: +SKIP
@@ -63,25 +70,40 @@ class EvaluatorPool:
         options: the evaluator's options (a mapping, or its ``Options`` instance).
         workers: most actors at once (default: one per CPU of the Ray cluster).
         num_cpus: CPUs each actor holds (its torch thread count too).
-        num_gpus: GPUs each actor holds (0: CPU only).
+        num_gpus: GPUs each actor holds on CUDA (default: an even share of the cluster's).
+        device: ``auto`` (CUDA when the cluster has GPUs), ``cpu`` or ``cuda``; an ``options``
+            entry ``device`` takes precedence.
 
     Raises:
-        AutocompError: an unknown evaluator or a bad option, before any actor starts.
+        AutocompError: an unknown evaluator, a bad option, or ``cuda`` on a cluster without
+            GPUs, before any actor starts.
     """
 
     def __init__(self, spec: str, evaluator: str = "ptq", options: Any = None, workers: int | None = None,
-                 num_cpus: float = 1, num_gpus: float = 0):
+                 num_cpus: float = 1, num_gpus: float | None = None, device: str = "auto"):
         import ray
 
+        from autocomp.errors import AutocompError
         from autocomp.evaluators import get_evaluator
+        from autocomp.workers.placement import place
         from autocomp.workers.session import cluster_cpus
 
         if dataclasses.is_dataclass(options):
             options = dataclasses.asdict(options)
+        options = dict(options or {})
         # Built here once so that a bad name or option fails in one line, not in every actor.
-        self.options = get_evaluator(evaluator, **dict(options or {})).options_dict()
+        self.options = get_evaluator(evaluator, **options).options_dict()
         self.spec, self.evaluator = spec, evaluator
         self.size = max(1, workers or cluster_cpus())
+        self.device, share = place(options.get("device", device), self.size)
+        if "device" in self.options:
+            self.options["device"] = self.device
+        elif self.device == "cuda":
+            if options.get("device", device) == "cuda":
+                raise AutocompError(f"evaluator {evaluator!r} runs on the CPU only: its Options do not derive "
+                                    "from autocomp.evaluators.DeviceOptions")
+            self.device, share = "cpu", 0.0
+        num_gpus = (share if num_gpus is None else num_gpus) if self.device == "cuda" else 0
         # No Ray restarts (they can wait forever for a dead node's resources): dispatch() re-queues
         # a lost call on a live actor and starts a replacement.
         self._cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(EvaluatorActor)

@@ -12,6 +12,11 @@ Adaptive proxies (a single-batch ``hessian_trace`` stops once its probes agree) 
 is submitted after it holds, and ``combine`` sees the shortest prefix for which it holds. Parts
 already in flight then finish unused.
 
+Devices: with ``device="auto"`` (the default) on a cluster that reports GPUs, each task asks
+for an even share of them (:func:`autocomp.workers.placement.place`) and moves the workload's
+model and calibration batches to CUDA before scoring its part; results are plain floats, and
+``combine`` runs here on the CPU. On a CPU-only cluster nothing moves.
+
 Example:
     >>> sens = score_on_ray("digits", "hessian_trace", layers, space, workers=2)  # doctest: +SKIP
 """
@@ -35,13 +40,15 @@ def _workload(spec: str, batches=None):
     return wl
 
 
-def run_part(spec: str, proxy, layers: list[dict], space: dict, part: dict, batches=None) -> Any:
-    """One part of ``proxy``'s work on this process; plain values in and out (any Ray node)."""
+def run_part(spec: str, proxy, layers: list[dict], space: dict, part: dict, batches=None,
+             device: str = "cpu") -> Any:
+    """One part of ``proxy``'s work on this process, on ``device``; plain values in and out (any Ray node)."""
+    from autocomp.devices import on_device
     from autocomp.profile import LayerInfo
     from autocomp.proxies import Part
     from autocomp.search_spaces import space_from_dict
 
-    wl = _workload(spec, batches)
+    wl = on_device(_workload(spec, batches), device)
     ls = [LayerInfo.from_dict(d) for d in layers]
     return proxy.score_part(wl, ls, space_from_dict(space), Part.from_dict(part))
 
@@ -69,13 +76,17 @@ def _run(submit: Callable[[Any], Any], parts: Sequence, width: int, done: Callab
 
 
 def score_on_ray(spec: str, proxy, layers, space, options: dict | None = None, workers: int | None = None,
-                 data: str = "real"):
+                 data: str = "real", device: str = "auto"):
     """Score ``proxy`` (a registered name, or a :class:`~autocomp.proxies.Proxy`) on Ray.
 
     Args:
         options: the proxy's options (with a name); checked before any Ray work.
         workers: parts in flight at once (default: one per cluster CPU); never changes the result.
         data: ``real`` or ``distilled`` (ZeroQ batches, made once here and shipped to the tasks).
+        device: ``auto`` (CUDA when the cluster has GPUs), ``cpu`` or ``cuda``.
+
+    Raises:
+        AutocompError: a bad option, or ``cuda`` on a cluster without GPUs (before any task).
 
     Returns:
         The :class:`~autocomp.sensitivity.Sensitivity`, equal to ``proxy.score`` in one process.
@@ -84,17 +95,19 @@ def score_on_ray(spec: str, proxy, layers, space, options: dict | None = None, w
 
     from autocomp.proxies import get_proxy
     from autocomp.proxies.distilled import with_data
+    from autocomp.workers.placement import place
     from autocomp.workers.session import cluster_cpus
     from autocomp.workload import load_workload
 
     p = get_proxy(proxy, **(options or {})) if isinstance(proxy, str) else proxy
     workers = workers or cluster_cpus()
+    device, gpus = place(device, workers)
     # Distilled batches follow the proxy's seed, as its probes do.
     wl = with_data(load_workload(spec), data, int(getattr(p.config, "seed", 0)))
     batches_ref = ray.put(list(wl.calib)) if data != "real" else None
-    task = ray.remote(num_cpus=1, max_retries=2)(run_part)
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(run_part)
     proxy_ref = ray.put(p)
     ld, sd = [l.to_dict() for l in layers], space.to_dict()
-    results = _run(lambda part: task.remote(spec, proxy_ref, ld, sd, part.to_dict(), batches_ref),
+    results = _run(lambda part: task.remote(spec, proxy_ref, ld, sd, part.to_dict(), batches_ref, device),
                    p.parts(wl, layers, space), workers, lambda rs: p.done(wl, layers, space, rs))
     return p.combine(wl, layers, space, results)

@@ -12,7 +12,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from autocomp.errors import AutocompError
 
@@ -42,9 +43,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
         env, worker = cluster_runtime_env(model)
         env = with_spec_map(env, model, worker)
     else:
-        # Local workers import the user's workload module by name: give them our sys.path.
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys([os.getcwd(), *paths]))}}
+        env = {"env_vars": {"PYTHONPATH": local_worker_path()}}
     kwargs: dict[str, Any] = dict(runtime_env=env, logging_level="ERROR", log_to_driver=False)
     # ray.init installs its own C-level SIGTERM handler (it logs and exits): keep the caller's, so
     # a controller stopped by SIGTERM still marks its study interrupted.
@@ -60,7 +59,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
         else:
             # "local" always starts a fresh instance: a bare ray.init() would silently join any
             # `ray start` cluster left running on this machine.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            with _loopback_only():
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         where = address or "a local instance"
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -70,6 +70,46 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
     if before is not None:
         signal.signal(signal.SIGTERM, before)
     return ray
+
+
+_CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Start a local instance whose servers (GCS, raylet, workers) listen on 127.0.0.1 only.
+
+    Ray binds a local instance to the machine's network address, on all interfaces, without
+    authentication: anyone on the network could submit code to it. With "clusters" disabled
+    (the setting Ray uses on macOS and Windows) the node address is loopback and every server
+    binds there. Ray reads the setting when it is imported, so the module value is set too, and
+    put back afterwards.
+    """
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(_CLUSTER_VAR), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_CLUSTER_VAR] = "0"          # the processes ray.init spawns read it too
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before_env is None:
+            os.environ.pop(_CLUSTER_VAR, None)
+        else:
+            os.environ[_CLUSTER_VAR] = before_env
+        if before is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def local_worker_path() -> str:
+    """``PYTHONPATH`` for local workers: the controller's own ``sys.path``, nothing more.
+
+    Workers import the user's workload module by name, so they need what the controller can
+    import. The current directory is not added (it is on ``sys.path`` only when the controller put
+    it there): a ``sitecustomize.py`` lying in it would otherwise run in every worker.
+    """
+    paths = [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
+    return os.pathsep.join(dict.fromkeys(paths))
 
 
 def _python_sigterm_handler() -> Any:

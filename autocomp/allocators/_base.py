@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 from autocomp.allocators._problem import Problem, build_problem
 from autocomp.budget import Budget, CostModel, Limits
 from autocomp.errors import AutocompError, InfeasibleBudget
+from autocomp.interactions import PairTerms
 from autocomp.policy import Choice, Policy
 from autocomp.profile import LayerInfo
 from autocomp.registry import Registry
@@ -55,6 +56,8 @@ class Allocator:
     name = ""
     #: metrics this allocator can constrain at once (None: any number)
     max_constraints: int | None = None
+    #: whether it solves with pairwise terms (measured interactions) exactly
+    pairwise: bool = False
 
     def __init__(self, **options: Any):
         self.options = options
@@ -73,25 +76,35 @@ class Allocator:
             raise AutocompError(f"the {self.name} allocator handles {self.max_constraints} constraint(s); "
                                 f"budget {text or ', '.join(metrics)!r} has {len(metrics)}: use --allocator ilp")
 
-    def _prepare(self, layers, sensitivity, space, limits: Limits, cm: CostModel):
+    def check_pairwise(self) -> None:
+        """Raise :class:`AutocompError` when this allocator cannot take pairwise terms."""
+        if not self.pairwise:
+            raise AutocompError(f"the {self.name} allocator is exact for additive sensitivities only and takes no "
+                                "interaction terms (--interactions): use --allocator ilp")
+
+    def _prepare(self, layers, sensitivity, space, limits: Limits, cm: CostModel, pairwise=None):
         self.check_constraints(limits.metrics, limits.describe())
+        if pairwise:
+            self.check_pairwise()
         choices, ties = space.resolved_choices(layers)
         omega = sensitivity.omega if hasattr(sensitivity, "omega") else sensitivity
         _check_scores(layers, omega, choices)
         prob = build_problem(layers, omega, choices, ties, limits.metrics, cm,
-                             remove_dominated=self.options.get("remove_dominated", True))
+                             remove_dominated=self.options.get("remove_dominated", True), pairwise=pairwise)
         return choices, ties, prob
 
     def solve(self, layers: Sequence[LayerInfo], sensitivity, space, limits: Limits,
-              cost_model: CostModel) -> Allocation:
-        """The minimum-omega policy within ``limits``.
+              cost_model: CostModel, pairwise: PairTerms | None = None) -> Allocation:
+        """The minimum-omega policy within ``limits`` (omega plus ``pairwise`` terms when given:
+        (layer_i, layer_j) -> (choice_key_i, choice_key_j) -> term, see
+        :meth:`autocomp.interactions.Interactions.pairwise`).
 
         Raises:
             InfeasibleBudget: no policy of the space fits; ``.minimum`` holds the smallest
                 achievable value of each constrained metric.
         """
         cm = cost_model
-        choices, ties, prob = self._prepare(layers, sensitivity, space, limits, cm)
+        choices, ties, prob = self._prepare(layers, sensitivity, space, limits, cm, pairwise)
         check_feasible(layers, choices, limits, cm)
         raw = self._solve_points(prob, [_item_limits(limits, prob)])[0]
         if raw is None:
@@ -99,13 +112,13 @@ class Allocator:
         return _finish(prob, raw, layers, choices, ties, limits, cm)
 
     def sweep(self, layers: Sequence[LayerInfo], sensitivity, space, limits: Limits,
-              cost_model: CostModel, points: int = 10) -> list[Allocation]:
+              cost_model: CostModel, points: int = 10, pairwise: PairTerms | None = None) -> list[Allocation]:
         """Solve across ``points`` bounds on the first limit's metric, from the smallest
         achievable value up to the given bound (HAWQ-V2's frontier), spaced quadratically so
         the steep low-budget end gets more points; duplicates removed. The problem is built
-        once and every point reuses it."""
+        once and every point reuses it. ``pairwise``: as in :meth:`solve`."""
         cm = cost_model
-        choices, ties, prob = self._prepare(layers, sensitivity, space, limits, cm)
+        choices, ties, prob = self._prepare(layers, sensitivity, space, limits, cm, pairwise)
         primary = limits.primary
         hi = primary.bound
         lo = prob.min_cost(primary.metric)

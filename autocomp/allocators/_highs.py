@@ -10,7 +10,7 @@ import numpy as np
 
 from autocomp.allocators._base import RawSolution
 from autocomp.allocators._greedy import fits, greedy
-from autocomp.allocators._problem import Problem
+from autocomp.allocators._problem import Problem, pair_terms
 from autocomp.errors import AutocompError
 
 
@@ -59,7 +59,8 @@ class HighsModel:
         n = int(sizes.sum())
         self.start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         om = np.concatenate(prob.omega) if n else np.zeros(0)
-        scale = float(np.abs(om).max()) if n and np.abs(om).max() > 0 else 1.0
+        terms = pair_terms(prob)
+        scale = max([float(np.abs(om).max()) if n else 0.0, *(abs(t[4]) for t in terms)]) or 1.0
         inf = highspy.kHighsInf
         self.scale = scale
         # The relaxation has no upper bounds (the one-hot rows imply them), so every reduced
@@ -80,6 +81,24 @@ class HighsModel:
             self.rows[m] = h.getNumRow()
             h.addRow(-inf, 1.0 + 1e-9, n, np.arange(n, dtype=np.int32), coef)
         self.sizes = sizes
+        self.terms = terms
+        if terms:
+            self._linearise(terms, n, integer)
+
+    def _linearise(self, terms, n: int, integer: bool) -> None:
+        """One binary y per pairwise term: y <= x_ia, y <= x_jb, y >= x_ia + x_jb - 1."""
+        h, inf = self.h, self.hs.kHighsInf
+        t = len(terms)
+        cols = np.arange(n, n + t, dtype=np.int32)
+        h.addVars(t, np.zeros(t), np.ones(t))
+        h.changeColsCost(t, cols, np.array([v for *_, v in terms]) / self.scale)
+        if integer:
+            h.changeColsIntegrality(t, cols, np.full(t, self.hs.HighsVarType.kInteger))
+        for y, (i, j, a, b, _) in zip(cols, terms):
+            xa, xb = int(self.start[i] + a), int(self.start[j] + b)
+            h.addRow(-inf, 0.0, 2, np.array([y, xa], dtype=np.int32), np.array([1.0, -1.0]))
+            h.addRow(-inf, 0.0, 2, np.array([y, xb], dtype=np.int32), np.array([1.0, -1.0]))
+            h.addRow(-1.0, inf, 3, np.array([y, xa, xb], dtype=np.int32), np.array([1.0, -1.0, -1.0]))
 
     def solve(self, lim: dict[str, float], start: list[int] | None) -> RawSolution | None:
         h, hs = self.h, self.hs
@@ -87,8 +106,10 @@ class HighsModel:
             h.changeRowBounds(self.rows[m], -hs.kHighsInf, v / self.norm[m] + 1e-9)
         if start is not None:
             sol = hs.HighsSolution()
-            x = np.zeros(int(self.sizes.sum()))
+            x = np.zeros(int(self.sizes.sum()) + len(self.terms))
             x[self.start + np.asarray(start, dtype=np.int64)] = 1.0
+            for y, (i, j, a, b, _) in enumerate(self.terms, start=int(self.sizes.sum())):
+                x[y] = float(start[i] == a and start[j] == b)
             sol.col_value = list(x)
             h.setSolution(sol)
         h.run()
@@ -131,7 +152,12 @@ def solve_points(prob: Problem, limits: list[dict[str, float]], time_limit: floa
     optimum, still feasible as the sweep's limits grow), gives an upper bound UB. Any policy taking a
     choice j costs at least LB + d_j, so choices with LB + d_j > UB cannot be in an optimum and
     are dropped; the MIP that remains is usually a few dozen variables and solves at once.
+
+    With pairwise terms the relaxation's bound no longer holds for the bilinear objective, so
+    each point solves the whole linearised MIP, warm-started from the best feasible incumbent.
     """
+    if prob.pairs:
+        return _solve_pairwise(prob, limits, time_limit)
     lp = HighsModel(prob, limits[0], integer=False)
     offs = np.concatenate([[0], np.cumsum([len(c) for c in prob.choices])])
     out: list[RawSolution | None] = []
@@ -157,6 +183,19 @@ def solve_points(prob: Problem, limits: list[dict[str, float]], time_limit: floa
         raw = HighsModel(sub, lim, time_limit).solve(lim, start)
         if raw is not None:
             raw = RawSolution(tuple(int(k[p]) for k, p in zip(keep, raw.picks)), raw.proven_optimal)
+            prev = list(raw.picks)
+        out.append(raw)
+    return out
+
+
+def _solve_pairwise(prob: Problem, limits: list[dict[str, float]], time_limit: float | None):
+    model = HighsModel(prob, limits[0], time_limit)
+    out: list[RawSolution | None] = []
+    prev = None
+    for lim in limits:
+        cands = [c for c in (greedy(prob, lim), prev) if c is not None and fits(prob, c, lim, rtol=1e-12)]
+        raw = model.solve(lim, min(cands, key=prob.objective) if cands else None)
+        if raw is not None:
             prev = list(raw.picks)
         out.append(raw)
     return out

@@ -12,6 +12,9 @@ states are bucketed on a grid of ``max_states`` cells over the remaining capacit
 omega per cell survives (its true cost is kept, so feasibility stays exact); the answer is then
 reported as not proven optimal.
 
+The DP is exact for additive objectives only: given pairwise terms (``--interactions``) it
+refuses in one line and names the ILP, which linearises them exactly.
+
 Example:
     >>> from autocomp.allocators import get_allocator
     >>> get_allocator("dp").max_constraints

@@ -12,6 +12,12 @@ bounds between points.
   :func:`~autocomp.allocators._greedy.greedy` or the previous point's solution (feasible, since
   the sweep's limits grow).
 
+Pairwise terms (measured interactions; :mod:`autocomp.allocators._problem`) are linearised
+exactly: one auxiliary binary ``y`` per nonzero term of items ``i``, ``j`` at choices ``a``,
+``b``, with ``y <= x_ia``, ``y <= x_jb`` and ``y >= x_ia + x_jb - 1``, so ``y = x_ia * x_jb`` in
+every integer solution; the objective adds ``term * y``. (HiGHS then solves the MIP whole, without
+reduced-cost fixing, which is only valid for the additive relaxation.)
+
 Solver status *and* solution status are both checked: a time-limited solve is reported as not
 proven optimal (PuLP #649/#711).
 
@@ -30,7 +36,7 @@ import pulp
 from autocomp.allocators import _highs
 from autocomp.allocators._base import Allocator, RawSolution
 from autocomp.allocators._greedy import fits, greedy
-from autocomp.allocators._problem import Problem
+from autocomp.allocators._problem import Problem, pair_terms
 from autocomp.errors import AutocompError
 
 
@@ -40,6 +46,7 @@ class ILPAllocator(Allocator):
     and ``warm_start`` (both default true)."""
 
     name = "ilp"
+    pairwise = True
 
     @property
     def solver(self) -> str:
@@ -76,7 +83,7 @@ class ILPAllocator(Allocator):
         if self.solver == "highs":
             return _highs.solve_points(prob, limits, self.options.get("time_limit"),
                                        bool(self.options.get("warm_start", True)))
-        model, x, cons = _build(prob, limits[0])
+        model, x, cons, ys = _build(prob, limits[0])
         for lim in limits:
             for m, con in cons.items():
                 con.changeRHS(_scaled(lim[m], m, cons))
@@ -85,6 +92,8 @@ class ILPAllocator(Allocator):
                 for i, xs in enumerate(x):
                     for k, v in enumerate(xs):
                         v.setInitialValue(1.0 if k == start[i] else 0.0)
+                for y, (i, j, a, b, _) in zip(ys, pair_terms(prob)):
+                    y.setInitialValue(float(start[i] == a and start[j] == b))
             model.solve(self._cbc(start is not None))
             raw = _read(model, x)
             out.append(raw)
@@ -102,7 +111,18 @@ def _build(prob: Problem, first: dict[str, float]):
     x = [[new_var(f"x_{i}_{k}") for k in range(len(cs))] for i, cs in enumerate(prob.choices)]
     # Omegas are rescaled so CBC's tolerances see numbers of order one.
     scale = max((float(np.abs(o).max()) for o in prob.omega if len(o)), default=1.0) or 1.0
-    model += pulp.LpAffineExpression([(v, float(c) / scale) for xs, o in zip(x, prob.omega) for v, c in zip(xs, o)])
+    scale = max([scale, *(float(np.abs(q).max()) for _, _, q in prob.pairs)])
+    objective = [(v, float(c) / scale) for xs, o in zip(x, prob.omega) for v, c in zip(xs, o)]
+    ys = []
+    for n, (i, j, a, b, q) in enumerate(pair_terms(prob)):
+        y = new_var(f"y_{n}")
+        ys.append(y)
+        objective.append((y, q / scale))
+        model += pulp.LpConstraint(pulp.LpAffineExpression([(y, 1.0), (x[i][a], -1.0)]), pulp.LpConstraintLE, f"ya_{n}", 0.0)
+        model += pulp.LpConstraint(pulp.LpAffineExpression([(y, 1.0), (x[j][b], -1.0)]), pulp.LpConstraintLE, f"yb_{n}", 0.0)
+        model += pulp.LpConstraint(pulp.LpAffineExpression([(y, 1.0), (x[i][a], -1.0), (x[j][b], -1.0)]),
+                                   pulp.LpConstraintGE, f"yab_{n}", -1.0)
+    model += pulp.LpAffineExpression(objective)
     for i, xs in enumerate(x):
         model += pulp.LpConstraint(pulp.LpAffineExpression([(v, 1.0) for v in xs]), pulp.LpConstraintEQ, f"one_{i}", 1.0)
     cons = {}
@@ -113,7 +133,7 @@ def _build(prob: Problem, first: dict[str, float]):
         get = getattr(model, "get_constraint_by_name", None)
         cons[m] = get(f"budget_{m}") if get else model.constraints[f"budget_{m}"]
         cons[m].norm = norm  # remembered so a new limit is scaled the same way
-    return model, x, cons
+    return model, x, cons, ys
 
 
 def _scaled(limit: float, metric: str, cons) -> float:

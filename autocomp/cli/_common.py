@@ -111,6 +111,26 @@ def read_store(db: str | None):
     return Store(db, must_exist=True)
 
 
+def hf_options(model: str, data: str, task: str | None, seq_len: int | None) -> tuple[str, str]:
+    """Fold ``--data FILE``, ``--task`` and ``--seq-len`` into an ``hf:`` model spec.
+
+    Returns the spec to load and the proxies' ``--data`` (``real`` when a file was given).
+
+    Example:
+        >>> hf_options("hf:/m", "/d.txt", None, 64)
+        ('hf:/m?data=/d.txt&seq=64', 'real')
+    """
+    if not model.startswith("hf:"):
+        if task is not None or seq_len is not None:
+            raise AutocompError(f"--{'task' if task is not None else 'seq-len'} applies only to an hf: model "
+                                "(--model hf:PATH)")
+        return model, data
+    from autocomp.workloads.hf import merge_spec
+
+    file = None if data in ("real", "distilled") else data
+    return merge_spec(model, file, task, seq_len), "real" if file is not None else data
+
+
 def default_study_name(*parts: str) -> str:
     """A valid study name made of ``parts`` (``--model`` specs hold ``/``, ``:`` ...), joined by ``-``.
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from autocomp.cli._common import DB_OPTION, default_study_name, fail, guarded, study_name
+from autocomp.cli._common import DB_OPTION, default_study_name, fail, guarded, hf_options, study_name
 from autocomp.cli.tables import print_front
 
 
@@ -24,10 +24,14 @@ def search_cmd(
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (auto, ray://host:port); default: local Ray."),
     space: str = typer.Option("mixed_precision", "--space", help="Search space: built-in name or YAML file."),
     proxy: str = typer.Option("loss_delta", "--proxy", help="Sensitivity proxy (see `autocomp proxies list`), or auto: a small audit picks the best."),
-    data: str = typer.Option("real", "--data", help="Proxies' calibration data: real, or distilled (ZeroQ, from BatchNorm statistics)."),
+    data: str = typer.Option("real", "--data", help="Proxies' calibration data: real, or distilled (ZeroQ, from BatchNorm statistics); with an hf: model, a text or JSONL FILE to calibrate and evaluate on."),
+    task: Optional[str] = typer.Option(None, "--task", help="With an hf: model: causal-lm or encoder [default: from its config]."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="With an hf: model: tokens per sequence [default: 128]."),
     allocator: str = typer.Option("ilp", "--allocator", help="Allocator: ilp (any constraints; HiGHS when installed, else CBC) or dp (exact DP, one constraint)."),
     points: int = typer.Option(12, "--points", help="Budget points in the sweep."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Evaluator actors (default: one per CPU)."),
+    device: str = typer.Option("auto", "--device", help="Proxy tasks and evaluator actors: auto (cuda when the Ray cluster reports GPUs), cpu, cuda."),
+    eval_dtype: str = typer.Option("float32", "--eval-dtype", help="Evaluation precision (autocast): float32, float16, bfloat16."),
     seed: int = typer.Option(0, "--seed"),
     refine: int = typer.Option(0, "--refine", help="Optuna refinement evaluations after the sweep (resumable; 0: none)."),
     refine_mode: str = typer.Option("ptq", "--refine-mode", help="ptq: PTQ on Ray actors; qat: QAT as Ray Tune trials."),
@@ -37,6 +41,8 @@ def search_cmd(
     minimise: str = typer.Option("size", "--minimise", help="With --target: the cost metric to minimise (size, bitops, avg_bits, latency)."),
     target_tol: float = typer.Option(0.02, "--target-tol", help="With --target: stop when the bracket is this narrow (share of fp32's cost)."),
     max_evals: int = typer.Option(12, "--max-evals", help="With --target: most policies the bisection probes."),
+    interactions: int = typer.Option(0, "--interactions", help="Measure pairwise interaction terms of the K most sensitive layers (and their neighbours) and give them to the ILP (0: additive)."),
+    repair: int = typer.Option(0, "--repair", help="Evaluations for re-measuring the best policy's neighbours and keeping what measures better (0: none)."),
     as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
 ) -> None:
     """Search per-layer compression policies under a budget; prints the Pareto front."""
@@ -46,11 +52,13 @@ def search_cmd(
 
     if budget is None:
         budget = f"{minimise}<=100%" if target is not None else "size<=25%"
+    model, data = hf_options(model, data, task, seq_len)
     cfg = SearchConfig(model=model, budget=budget, space=space, proxy=proxy, data=data, allocator=allocator,
                        points=points, seed=seed, workers=workers, address=address, refine=refine,
                        refine_mode=refine_mode, refine_sampler=refine_sampler,
                        latency_table=latency_table, target=target, minimise=minimise, target_tol=target_tol,
-                       max_evals=max_evals)
+                       max_evals=max_evals, interactions=interactions, repair=repair, device=device,
+                       eval_dtype=eval_dtype)
     name = study_name(study) if study else default_study_name(model, f"{dt.datetime.now():%Y%m%d-%H%M%S}")
     check_config(cfg)  # before the database file is opened (or created)
     store = Store(db)

@@ -22,7 +22,7 @@ def _cost_cells(p: dict[str, Any], fp: dict) -> list[str]:
 
 
 def print_front(study: str, points: Sequence[dict[str, Any]], config: dict, console: Console | None = None) -> None:
-    from autocomp.report import quality_metric  # the store behind it loads only when a front is shown
+    from autocomp.report import change_vs_fp32, quality_metric  # the store loads only when a front is shown
 
     console = console or Console(width=140)
     fp = config.get("fp32", {})
@@ -30,13 +30,13 @@ def print_front(study: str, points: Sequence[dict[str, Any]], config: dict, cons
     t = Table(title=escape(f"Pareto front of study {study!r} ({config.get('model')}, {config.get('budget_text', '')})"))
     costs = [c for m in reported_metrics() for c in ((m.column, f"{m.column} %") if m.percent else (m.column,))]
     measured = any(p.get("speedup") for p in points)  # kernels measured by `autocomp validate`
-    cols = ("policy", "kind", quality_metric(points).name, *costs, *(("kernel",) if measured else ()), "label")
+    cols = ("policy", "kind", quality_metric(points).name, "vs fp32", *costs, *(("kernel",) if measured else ()), "label")
     for col in cols:
         t.add_column(col, justify="left" if col in ("policy", "kind", "label") else "right")
     for p in points:
         kind = ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front"
         kernel = (f"{p['speedup']:.2f}x {p.get('device', '')}".rstrip() if p.get("speedup") else "-",) if measured else ()
-        t.add_row(p["policy_id"], kind, f"{p['quality']:.4f}", *_cost_cells(p, fp), *kernel, escape(str(p.get("label", ""))))
+        t.add_row(p["policy_id"], kind, f"{p['quality']:.4f}", change_vs_fp32(p, points), *_cost_cells(p, fp), *kernel, escape(str(p.get("label", ""))))
     console.print(t)
     console.print("baseline* = a uniform baseline no searched policy dominates")
     if config.get("target_result"):

@@ -34,6 +34,8 @@ def validate_cmd(
     db: Optional[str] = DB_OPTION,
     repeats: int = typer.Option(20, "--repeats", help="Timed forward passes per model (median)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the timings (default: PyTorch's)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model to validate on (default: the study's, if built-in or trusted)."),
+    trust_stored_model: bool = typer.Option(False, "--trust-stored-model", help="Import the model spec stored in the study (runs its code)."),
 ) -> None:
     """Run policies on low-bit kernels: error vs the simulation, latency vs fp32; stored in the study."""
     from rich.console import Console
@@ -41,7 +43,8 @@ def validate_cmd(
     from rich.table import Table
 
     from autocomp.kernels.timing import resolve_device
-    from autocomp.stages.validate import validate_study
+    from autocomp.stages.validate import model_spec_to_run, validate_study
+    from autocomp.workload import BUILTIN
 
     study_name(study)
     at_least(repeats, "--repeats")
@@ -49,6 +52,10 @@ def validate_cmd(
     resolve_device(device)
     store = read_store(db)
     console = Console(width=140)
+    stored = store.get_study(study).config.get("model")
+    spec = model_spec_to_run(stored, model, trust_stored_model)     # refused here, before any import
+    if not model and spec not in BUILTIN:
+        console.print(escape(f"importing the study's stored model {spec!r} (--trust-stored-model)"))
     t = Table(title=escape(f"kernel validation of study {study!r}"))
     for col in ("policy", "device", "backends", "max rel err", "ok", "latency", "fp32", "speedup", "kernel acc"):
         t.add_column(col, justify="left" if col in ("policy", "device", "backends") else "right")
@@ -56,9 +63,11 @@ def validate_cmd(
     def show(rep) -> None:
         console.print(f"validated {rep.policy_id}: {rep.latency * 1e3:.3g} ms ({rep.speedup:.2f}x), "
                       f"max rel err {rep.max_rel_err:.2e}")
+        for note in rep.notes():  # layers no kernel takes (embeddings, zero points), each with why
+            console.print(escape(f"  {note}"))
 
     with _threads(threads):
-        reports = validate_study(store, study, policy or None, device, repeats, on_report=show)
+        reports = validate_study(store, study, policy or None, device, repeats, on_report=show, model=spec)
     for r in reports:
         t.add_row(r.policy_id, r.device, " ".join(f"{k}:{v}" for k, v in sorted(r.backends().items())) or "float",
                   f"{r.max_rel_err:.2e}", "yes" if r.ok else "NO", f"{r.latency * 1e3:.3g} ms",

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from autocomp.errors import AutocompError
-from autocomp.evaluators._base import Evaluator, NoOptions
+from autocomp.evaluators._base import DeviceOptions, Evaluator, NoOptions
 from autocomp.registry import Registry
 
-__all__ = ["Evaluator", "NoOptions", "evaluator_class", "get_evaluator", "list_evaluators", "register"]
+__all__ = ["DeviceOptions", "Evaluator", "NoOptions", "evaluator_class", "get_evaluator", "list_evaluators", "register"]
 
 # Built-ins are imported when first asked for: listing evaluators costs no torch import.
 _REGISTRY: Registry[type[Evaluator]] = Registry("evaluator", {

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from autocomp.calibrate import activation_ranges, activation_stats
 from autocomp.errors import AutocompError
-from autocomp.evaluators._base import Evaluator
+from autocomp.evaluators._base import DeviceOptions, Evaluator
 from autocomp.metrics import Metrics
-from autocomp.modules import quantizable_layers
+from autocomp.modules import activation_layers
 from autocomp.policy import Policy, apply
 from autocomp.workload import Workload
 
@@ -28,7 +28,7 @@ ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 
 
 @dataclass(frozen=True)
-class PTQOptions:
+class PTQOptions(DeviceOptions):
     """Options of :class:`PTQEvaluator`.
 
     Attributes:
@@ -39,6 +39,7 @@ class PTQOptions:
     act_bits: tuple[int, ...] = ACT_BITS
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         bits = tuple(self.act_bits) if isinstance(self.act_bits, (list, tuple)) else (self.act_bits,)
         if not bits or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 16 for b in bits):
             raise AutocompError(f"evaluator 'ptq': act_bits must be integers from 1 to 16, got {self.act_bits!r}")
@@ -53,11 +54,12 @@ class PTQEvaluator(Evaluator):
 
     def setup(self, workload: Workload) -> None:
         model = workload.model()
-        names = [n for n, _ in quantizable_layers(model)]
+        names = [n for n, _ in activation_layers(model)]  # not embeddings: their inputs are ids
         self._ranges = activation_ranges(activation_stats(model, names, workload.calib), self.options.act_bits)
 
     def evaluate(self, workload: Workload, policy: Policy) -> Metrics:
-        self.prepare(workload)
+        workload = self.prepare(workload)   # on the evaluator's device
         t0 = time.perf_counter()
-        quality = workload.evaluate(apply(workload.model(), policy, self._ranges))
+        with self.precision():
+            quality = workload.evaluate(apply(workload.model(), policy, self._ranges))
         return Metrics(policy.id, float(quality), workload.quality, seconds=time.perf_counter() - t0)

@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 
 from autocomp.calibrate import activation_ranges, activation_stats
 from autocomp.errors import AutocompError
-from autocomp.evaluators._base import Evaluator
+from autocomp.evaluators._base import DeviceOptions, Evaluator
 from autocomp.evaluators.ptq import ACT_BITS
 from autocomp.metrics import Metrics
 from autocomp.modules import call_model, is_transposed
@@ -35,13 +35,16 @@ from autocomp.workload import Workload
 
 
 @dataclass(frozen=True)
-class QATOptions:
+class QATOptions(DeviceOptions):
     """Options of :class:`QATEvaluator`.
 
     Attributes:
         epochs: passes over the calibration batches (0: re-calibrate only).
         lr: Adam learning rate.
         seed: torch seed of the fine-tune.
+
+    ``device`` and ``eval_dtype`` come from :class:`~autocomp.evaluators.DeviceOptions`: the
+    fine-tune runs on the device in float32, the scoring under autocast to ``eval_dtype``.
     """
 
     epochs: int = 2
@@ -49,6 +52,7 @@ class QATOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0:
             raise AutocompError(f"evaluator 'qat': epochs must be an integer of 0 or more, got {self.epochs!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr)
@@ -69,9 +73,11 @@ class QATEvaluator(Evaluator):
     def evaluate(self, workload: Workload, policy: Policy) -> Metrics:
         t0 = time.perf_counter()
         o = self.options
+        workload = self.prepare(workload)   # on the evaluator's device; the fine-tune runs there in float32
         tuned, ranges = qat_finetune(workload.model(), policy, workload.calib, workload.loss, epochs=o.epochs,
                                      lr=o.lr, seed=o.seed)
-        quality = workload.evaluate(apply(tuned, policy, ranges))
+        with self.precision():
+            quality = workload.evaluate(apply(tuned, policy, ranges))
         return Metrics(policy.id, float(quality), workload.quality, extras={"epochs": o.epochs},
                        seconds=time.perf_counter() - t0)
 
@@ -82,10 +88,11 @@ class _STEWeight(torch.nn.Module):
     def __init__(self, choice: Choice, transposed: bool):
         super().__init__()
         self.bits, self.prune, self.transposed = choice.w_bits, choice.prune, transposed
+        self.group, self.zero_point = choice.group, choice.zero_point
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         src = w.t() if self.transposed else w
-        q = compress_weight(src.detach(), self.bits, self.prune)
+        q = compress_weight(src.detach(), self.bits, self.prune, self.group, self.zero_point)
         q = q.t() if self.transposed else q
         return w + (q - w).detach()
 

@@ -31,11 +31,33 @@ class Candidate:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def uniform_policy(ctx: StudyContext, bits: float) -> Policy | None:
+    """Every layer at ``bits`` with the rest of its choice taken from the space
+    (:meth:`SearchSpace.uniform_choice`): ``w{b}a8`` for the 8-bit-activation spaces,
+    ``w{b}a32g128`` for ``weight_only``, float inputs for embeddings and heads. None when the
+    space lists its choices and none has ``bits``."""
+    choices = [(l.name, ctx.space.uniform_choice(l, bits)) for l in ctx.layers]
+    if any(c is None for _, c in choices):
+        return None
+    return Policy.from_choices(choices)
+
+
 def baselines(ctx: StudyContext, bits: Sequence[int] = DEFAULT_BASELINES) -> list[Candidate]:
-    """Uniform ``w{b}a8`` policies and the fp32 model."""
-    out = [Candidate(Policy.uniform(ctx.names, Choice(b, 8, 0.0)), "uniform", f"uniform w{b}a8") for b in bits]
+    """Uniform policies at each of ``bits`` (following the space, see :func:`uniform_policy`) and
+    the fp32 model."""
+    out = []
+    for b in bits:
+        pol = uniform_policy(ctx, b)
+        if pol is not None:
+            out.append(Candidate(pol, "uniform", f"uniform {_label(pol)}"))
     out.append(Candidate(Policy.uniform(ctx.names, Choice(32, 32, 0.0)), "fp32", "fp32"))
     return out
+
+
+def _label(policy: Policy) -> str:
+    # The most common choice names the baseline (embeddings may differ in their float input).
+    keys = [c.key for _, c in policy.layers]
+    return max(dict.fromkeys(keys), key=keys.count) if keys else "empty"
 
 
 def _candidate(a: Allocation, allocator: str, label: str) -> Candidate:
@@ -44,28 +66,33 @@ def _candidate(a: Allocation, allocator: str, label: str) -> Candidate:
 
 
 def plan_candidates(ctx: StudyContext, sens: Sensitivity, allocator: str = "ilp", points: int = 12,
-                    baseline_bits: Sequence[int] = DEFAULT_BASELINES, on_progress=None) -> list[Candidate]:
+                    baseline_bits: Sequence[int] = DEFAULT_BASELINES, on_progress=None,
+                    pairwise=None) -> list[Candidate]:
     """Baselines first, then the sweep, then the allocator at each baseline's cost; writes nothing.
 
-    A searched policy equal to a baseline is stored once, as the baseline.
+    A searched policy equal to a baseline is stored once, as the baseline. ``pairwise``: measured
+    interaction terms for the allocator (:meth:`autocomp.interactions.Interactions.pairwise`).
     """
     if points < 1:
         raise AutocompError("--points must be at least 1")
     alloc = get_allocator(allocator)
     cm, limits = ctx.cm, ctx.limits
     out = baselines(ctx, baseline_bits)
-    for a in alloc.sweep(list(ctx.layers), sens, ctx.space, limits, cm, points=points):
+    for a in alloc.sweep(list(ctx.layers), sens, ctx.space, limits, cm, points=points, pairwise=pairwise):
         p = a.limits.primary
         out.append(_candidate(a, allocator, f"{allocator} {p.metric}<={cm.format(p.metric, p.bound)}"))
     if on_progress is not None:
         on_progress(points)
     primary = limits.primary.metric
     for b in baseline_bits:
-        cost = cm.cost(primary, Policy.uniform(ctx.names, Choice(b, 8, 0.0)))
+        pol = uniform_policy(ctx, b)
+        if pol is None:
+            continue
+        cost = cm.cost(primary, pol)
         if cost > limits[primary] * (1 + 1e-9):
             continue
         try:
-            a = alloc.solve(list(ctx.layers), sens, ctx.space, limits.with_limit(primary, cost), cm)
+            a = alloc.solve(list(ctx.layers), sens, ctx.space, limits.with_limit(primary, cost), cm, pairwise=pairwise)
         except InfeasibleBudget:
             continue
         out.append(_candidate(a, allocator, f"{allocator} @uniform-{b}bit {primary}"))

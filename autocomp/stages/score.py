@@ -38,12 +38,13 @@ def covers(sens: Sensitivity | None, ctx: StudyContext) -> bool:
 
 
 def score(store: Store, study: StudyInfo, ctx: StudyContext, proxy: str, data: str = "real",
-          options: Mapping[str, Any] | None = None, workers: int | None = None) -> Sensitivity:
+          options: Mapping[str, Any] | None = None, workers: int | None = None, device: str = "auto") -> Sensitivity:
     """The stored sensitivity of ``proxy`` when it covers the space, else score it on Ray and store it.
 
     Args:
         options: the proxy's options (validated here, stored in the study's ``proxy_config``).
         workers: Ray tasks in flight (never changes the result).
+        device: where the tasks run: ``auto`` (CUDA when the cluster has GPUs), ``cpu`` or ``cuda``.
     """
     from autocomp.proxies import get_proxy
     from autocomp.workers.proxy_tasks import score_on_ray
@@ -54,8 +55,8 @@ def score(store: Store, study: StudyInfo, ctx: StudyContext, proxy: str, data: s
     sens = store.load_sensitivity(study, key)
     if covers(sens, ctx):
         return sens
-    sens = dataclasses.replace(score_on_ray(ctx.spec, p, list(ctx.layers), ctx.space, workers=workers, data=data),
-                               proxy=key)
+    sens = dataclasses.replace(score_on_ray(ctx.spec, p, list(ctx.layers), ctx.space, workers=workers, data=data,
+                                            device=device), proxy=key)
     store.save_sensitivity(study, sens)
     configs = dict(study.config.get("proxy_config") or {})
     configs[key] = p.config_dict()

@@ -14,15 +14,48 @@ from autocomp.calibrate import activation_ranges, activation_stats
 from autocomp.errors import AutocompError
 from autocomp.kernels.timing import resolve_device
 from autocomp.kernels.validate import ACT_BITS, ValidationReport, validate_policy
-from autocomp.modules import quantizable_layers
+from autocomp.modules import activation_layers
 from autocomp.policy import Policy
 from autocomp.report import front
-from autocomp.workload import load_workload
+from autocomp.workload import BUILTIN, load_workload
+
+
+def model_spec_to_run(stored: str | None, model: str | None = None, trust_stored: bool = False) -> str:
+    """The model spec ``validate`` may load: the user's ``model``, a built-in, or a trusted stored one.
+
+    A study database can be shared (PostgreSQL on a cluster): whoever can write it chooses the
+    stored spec, and importing ``file.py:factory`` or ``package.module:factory`` runs that code.
+    Built-in workloads are ours and safe; anything else runs only when the user names it
+    (``model``) or says the stored one is trusted.
+
+    Example:
+        >>> model_spec_to_run("digits")
+        'digits'
+        >>> model_spec_to_run("/tmp/m.py:make", trust_stored=True)
+        '/tmp/m.py:make'
+        >>> model_spec_to_run("/tmp/m.py:make")
+        Traceback (most recent call last):
+        ...
+        autocomp.errors.AutocompError: the study's model is '/tmp/m.py:make' (file /tmp/m.py): importing it runs its code; name the model with --model SPEC, or pass --trust-stored-model
+    """
+    if model:
+        return model
+    spec = stored or "digits"
+    if spec in BUILTIN or trust_stored:
+        return spec
+    head = spec.rpartition(":")[0] or spec
+    where = f"file {head}" if head.endswith(".py") else f"module {head}"
+    raise AutocompError(f"the study's model is {spec!r} ({where}): importing it runs its code; name the model "
+                        "with --model SPEC, or pass --trust-stored-model")
 
 
 def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = None, device: str = "auto",
-                   repeats: int = 20, on_report: Callable[[ValidationReport], None] | None = None) -> list[ValidationReport]:
+                   repeats: int = 20, on_report: Callable[[ValidationReport], None] | None = None,
+                   model: str | None = None, trust_stored_model: bool = False) -> list[ValidationReport]:
     """Validate a study's front (or ``policy_ids``) and write the figures into its evaluations.
+
+    The model is ``model`` when given, else the study's stored spec: a built-in, or any other
+    only with ``trust_stored_model`` (see :func:`model_spec_to_run`).
 
     Each report is persisted as soon as it is measured (``Store.update_evaluation`` on the
     ``ptq`` evaluation: ``latency`` in seconds, plus ``latency_ms``, ``speedup``,
@@ -30,6 +63,7 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     """
     dev = resolve_device(device)
     study = store.get_study(study_name)
+    spec = model_spec_to_run(study.config.get("model"), model, trust_stored_model)
     if policy_ids:
         infos = [store.get_policy(study, pid) for pid in policy_ids]
     else:
@@ -46,9 +80,9 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     if missing:
         raise AutocompError(f"policy {missing[0]} of study {study_name!r} has no PTQ evaluation yet: "
                             f"run `autocomp search --study {study_name}` first")
-    workload = load_workload(study.config.get("model", "digits"))
+    workload = load_workload(spec)
     model = workload.model()
-    names = [n for n, _ in quantizable_layers(model)]
+    names = [n for n, _ in activation_layers(model)]  # not embeddings: their inputs are ids
     ranges = activation_ranges(activation_stats(model, names, workload.calib), ACT_BITS)
     sample = workload.sample_input()
     # A latency the search stored came from the per-layer table: keep it next to the measurement.

@@ -130,3 +130,19 @@ class AuditRow(Base):
     seconds: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class InteractionRow(Base):
+    """Measured inter-layer interactions (:class:`autocomp.interactions.Interactions`), one row
+    per set: which sensitivity ranked the layers, ``k``, and the value itself."""
+
+    __tablename__ = "autocomp_interactions"
+    __table_args__ = (UniqueConstraint("study_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(300))      # Interactions.key: source/k{k}/c{per_layer}
+    source: Mapped[str] = mapped_column(String(200))
+    k: Mapped[int] = mapped_column(Integer)
+    pairs: Mapped[int] = mapped_column(Integer)        # measured (pair, choice pair) entries
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

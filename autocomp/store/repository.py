@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from autocomp.errors import StoreError
 from autocomp.metrics import Metrics
 from autocomp.store.migrate import ensure_schema
-from autocomp.store.models import AuditRow, EvaluationRow, LayerRow, PolicyRow, ScoreRow, StudyRow
+from autocomp.store.models import AuditRow, EvaluationRow, InteractionRow, LayerRow, PolicyRow, ScoreRow, StudyRow
 
 DEFAULT_DB = "sqlite:///autocomp.db"
 _LAYER_SCORE = "__layer__"
@@ -452,6 +452,35 @@ class Store:
         out = [{"proxy": r.proxy, "data": r.data, "spearman": r.spearman, "kendall": r.kendall,
                 "samples": r.samples, "seconds": r.seconds} for r in rows]
         return sorted(out, key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
+
+    # ---- interactions -------------------------------------------------------------------------
+    def save_interactions(self, study: StudyInfo, interactions) -> None:
+        """Store (replace) one set of measured interactions under its ``key``."""
+        it = interactions
+        with self.session() as s:
+            s.execute(delete(InteractionRow).where(InteractionRow.study_id == study.id, InteractionRow.key == it.key))
+            s.add(InteractionRow(study_id=study.id, key=it.key, source=it.source, k=int(it.k),
+                                 pairs=sum(len(r) for r in it.pairs.values()), data=_clean_json(it.to_dict())))
+
+    def load_interactions(self, study: StudyInfo, key: str):
+        """The stored :class:`~autocomp.interactions.Interactions` under ``key``, or ``None``.
+
+        Example:
+            >>> from autocomp.interactions import Interactions
+            >>> store = Store("sqlite://")
+            >>> study, _ = store.open_study("demo")
+            >>> it = Interactions("loss_delta", 1, 2, "accuracy", 0.9, {"a": {"w2a8": 0.8}}, {})
+            >>> store.save_interactions(study, it)
+            >>> store.load_interactions(study, it.key) == it, store.load_interactions(study, "other")
+            (True, None)
+        """
+        from autocomp.interactions import Interactions
+
+        with self.session() as s:
+            row = s.scalar(select(InteractionRow).where(InteractionRow.study_id == study.id, InteractionRow.key == key))
+            data = None if row is None else _restore_json(dict(row.data))
+        return None if data is None else Interactions.from_dict(data)
+
 
 def _shown(url: str) -> str:
     """The URL as messages show it: any password masked (never printed, never logged)."""

@@ -12,7 +12,9 @@ Run it on an allocator of your own (registered with :func:`autocomp.allocators.r
         examples = 60                 # hypothesis examples per property (fewer for a slow solver)
 
 An allocator with ``max_constraints = 1`` (like ``dp``) is checked to refuse a two-metric budget
-in one line instead of being held to the two-constraint properties. Limits are met up to a
+in one line instead of being held to the two-constraint properties. One with ``pairwise = True``
+(like ``ilp``) is held to the brute-force optimum of random problems with pairwise terms (some
+negative, some across a tie group); one without is checked to refuse them in one line. Limits are met up to a
 relative ``1e-9``; the brute force accepts either side of that tolerance as optimal.
 """
 from __future__ import annotations
@@ -86,9 +88,36 @@ def instances(draw, max_layers: int = 4, metrics: int = 1):
     return layers, Sensitivity("random", omega), space, cm, Budget(tuple(cons))
 
 
-def brute_force(layers, sens: Sensitivity, space, cm: CostModel, budget: Budget, tol: float) -> float | None:
-    """The minimum summed omega over every tie-respecting policy within ``tol`` (relative and
-    absolute) of each limit; ``None`` when no policy fits."""
+@st.composite
+def pairwise_instances(draw, max_layers: int = 4, metrics: int = 1):
+    """``(layers, sensitivity, space, cost_model, budget, pairwise)``: an :func:`instances`
+    problem plus pairwise terms on a random set of layer pairs (a tied pair included when
+    drawn), each choice pair's term on a coarse grid with negatives, zeros and keys the space
+    does not allow (which the allocators must ignore)."""
+    layers, sens, space, cm, budget = draw(instances(max_layers, metrics))
+    names = [l.name for l in layers]
+    all_pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs = draw(st.lists(st.sampled_from(all_pairs), unique=True, max_size=len(all_pairs))) if all_pairs else []
+    ch = space.choices(layers)
+    grid = st.sampled_from([-1.5, -0.5, 0.0, 0.0, 0.5, 1.0, 4.0])
+    pairwise = {(a, b): {(ca.key, cb.key): draw(grid) for ca in ch[a] for cb in ch[b]} for a, b in pairs}
+    if pairs:
+        pairwise[pairs[0]][("w16a16", "w16a16")] = 9.0    # no layer allows it: ignored
+    return layers, sens, space, cm, budget, pairwise
+
+
+def objective(sens: Sensitivity, policy: dict, pairwise=None) -> float:
+    """Summed omega of ``policy`` (layer -> Choice) plus the pairwise terms its choices meet."""
+    out = sum(sens.omega[n][c.key] for n, c in policy.items())
+    for (a, b), row in (pairwise or {}).items():
+        out += row.get((policy[a].key, policy[b].key), 0.0)
+    return out
+
+
+def brute_force(layers, sens: Sensitivity, space, cm: CostModel, budget: Budget, tol: float,
+                pairwise=None) -> float | None:
+    """The minimum objective (summed omega, plus ``pairwise`` terms) over every tie-respecting
+    policy within ``tol`` (relative and absolute) of each limit; ``None`` when no policy fits."""
     ch = space.choices(layers)
     ties = space.tie_groups(layers)
     best = None
@@ -99,7 +128,7 @@ def brute_force(layers, sens: Sensitivity, space, cm: CostModel, budget: Budget,
         ok = all(cm.offset(c.metric) + sum(cm.layer_cost(c.metric, l, pol[l.name]) for l in layers)
                  <= c.limit(cm) * (1 + tol) + tol for c in budget.constraints)
         if ok:
-            obj = sum(sens.omega[n][c.key] for n, c in pol.items())
+            obj = objective(sens, pol, pairwise)
             best = obj if best is None else min(best, obj)
     return best
 
@@ -136,6 +165,31 @@ class AllocatorContract:
         assert a.objective == pytest.approx(sens.predict(a.policy), abs=1e-9)
         assert loose - 1e-9 <= a.objective <= strict + 1e-9, (loose, a.objective, strict)
 
+    def check_pairwise_against_brute_force(self, inst) -> None:
+        """Pairwise terms: the objective (omega plus the terms the policy meets) is the brute
+        force's optimum, the limits and ties hold, and a sweep's points are those optima too."""
+        layers, sens, space, cm, budget, pairwise = inst
+        strict = brute_force(layers, sens, space, cm, budget, 1e-9, pairwise)
+        loose = brute_force(layers, sens, space, cm, budget, 1e-6, pairwise)
+        alloc = self.make()
+        if loose is None:
+            with pytest.raises(InfeasibleBudget):
+                alloc.solve(layers, sens, space, budget.resolve(cm), cm, pairwise=pairwise)
+            return
+        a = alloc.solve(layers, sens, space, budget.resolve(cm), cm, pairwise=pairwise)
+        assert a.proven_optimal
+        assert cm.satisfies(a.policy, budget, tol=1e-6)
+        pol = a.policy.as_dict()
+        for g in space.tie_groups(layers):
+            assert len({pol[n] for n in g}) == 1, f"tie {g} broken"
+        assert a.objective == pytest.approx(objective(sens, pol, pairwise), abs=1e-9)
+        assert loose - 1e-9 <= a.objective <= strict + 1e-9, (loose, a.objective, strict)
+        for s in alloc.sweep(layers, sens, space, budget.resolve(cm), cm, points=3, pairwise=pairwise):
+            lim = Budget(tuple(Constraint(l.metric, l.bound, False, l.text) for l in s.limits))
+            best = brute_force(layers, sens, space, cm, lim, 1e-6, pairwise)
+            assert best is not None and s.objective == pytest.approx(best, abs=1e-6)
+            assert s.objective == pytest.approx(objective(sens, s.policy.as_dict(), pairwise), abs=1e-9)
+
     def _property(self, check, strategy, examples: int | None = None) -> None:
         @settings(max_examples=examples or self.examples, **HYPOTHESIS)
         @given(inst=strategy)
@@ -161,6 +215,40 @@ class AllocatorContract:
         if not self._handles(2):
             pytest.skip(f"{self.allocator} handles one constraint")
         self._property(self.check_against_brute_force, instances(self.max_layers, metrics=2))
+
+    def test_pairwise_against_brute_force(self):
+        if not self.make().pairwise:
+            pytest.skip(f"{self.allocator} takes no pairwise terms")
+        self._property(self.check_pairwise_against_brute_force, pairwise_instances(self.max_layers))
+
+    def test_pairwise_two_constraints_against_brute_force(self):
+        if not self.make().pairwise or not self._handles(2):
+            pytest.skip(f"{self.allocator} takes no pairwise terms or handles one constraint")
+        self._property(self.check_pairwise_against_brute_force, pairwise_instances(self.max_layers, metrics=2),
+                       max(4, self.examples // 3))
+
+    def test_pairwise_terms_change_the_answer(self):
+        """Two layers that are cheap alone but hurt together: the additive optimum compresses
+        both, the pairwise one only one of them (if pairwise terms were dropped, this fails)."""
+        layers = layer_table([100, 100, 100], [1, 1, 1])
+        space = space_from_dict({"w_bits": [2, 8], "a_bits": [8]})
+        sens = Sensitivity("t", {"l0": {"w2a8": 0.1, "w8a8": 0.0}, "l1": {"w2a8": 0.2, "w8a8": 0.0},
+                                 "l2": {"w2a8": 1.0, "w8a8": 0.0}})
+        cm = CostModel(layers)
+        limits = Budget((Constraint("size", cm.offset("size") + 100 * (2 + 2 + 8) / 8, False, "size<=x"),)).resolve(cm)
+        alloc = self.make()
+        if not alloc.pairwise:
+            with pytest.raises(AutocompError, match="--allocator ilp") as e:
+                alloc.solve(layers, sens, space, limits, cm, pairwise={("l0", "l1"): {("w2a8", "w2a8"): 5.0}})
+            assert "\n" not in str(e.value)
+            with pytest.raises(AutocompError, match="interaction"):
+                alloc.check_pairwise()
+            return
+        additive = alloc.solve(layers, sens, space, limits, cm)
+        assert [additive.policy[n].w_bits for n in ("l0", "l1", "l2")] == [2, 2, 8]
+        a = alloc.solve(layers, sens, space, limits, cm, pairwise={("l0", "l1"): {("w2a8", "w2a8"): 5.0}})
+        assert [a.policy[n].w_bits for n in ("l0", "l1", "l2")] == [2, 8, 2]
+        assert a.objective == pytest.approx(0.1 + 1.0)
 
     def test_refuses_more_constraints_than_it_handles(self):
         alloc = self.make()

@@ -14,8 +14,14 @@ Run it on a proxy of your own (registered with :func:`autocomp.proxies.register`
 It scores the ``digits`` workload (``workload_spec``, any ``--model`` spec) on a small space with
 activation bits, pruning and an ``@first`` override (``space``, a built-in name or a dict for
 :func:`~autocomp.search_spaces.space_from_dict`). Promises a proxy does not make are switched
-off per class: ``non_negative`` (default true), ``monotone_in_bits`` (fewer weight bits never
-predicted to hurt less; default false).
+off per class: ``non_negative`` (sensitivities; default true), ``scores_non_negative`` (the
+per-layer scores: a Hessian trace of a transformer, whose curvature is indefinite, can be
+negative; default true), ``monotone_in_bits`` (fewer weight bits never predicted to hurt less;
+default false).
+
+Transformers: ``autocomp.testing.hf:tiny_gpt2`` and ``autocomp.testing.hf:tiny_bert`` are
+workload specs of tiny Hugging Face models with the default (SDPA) attention; the model-state
+check then also covers the attention implementation and PyTorch's SDPA kernel switches.
 """
 from __future__ import annotations
 
@@ -36,12 +42,18 @@ SPACE = {"name": "contract", "w_bits": [2, 8], "a_bits": [4, 8], "prune": [0.0, 
          "overrides": [{"match": "@first", "w_bits": [8], "prune": [0.0]}]}
 
 
-def _model_state(model) -> tuple[dict, set, int]:
-    """Weights (copied), the parameters holding a gradient, and the number of hooks."""
+def _model_state(model) -> tuple[dict, set, int, tuple]:
+    """Weights (copied), the parameters holding a gradient, the number of hooks, and the
+    attention settings (the model's attention implementation, PyTorch's SDPA kernel switches)."""
+    import torch
+
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     grads = {n for n, p in model.named_parameters() if p.grad is not None}
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
-    return weights, grads, hooks
+    b = torch.backends.cuda
+    attention = (getattr(getattr(model, "config", None), "_attn_implementation", None), b.flash_sdp_enabled(),
+                 b.mem_efficient_sdp_enabled(), b.math_sdp_enabled(), torch.is_grad_enabled(), model.training)
+    return weights, grads, hooks, attention
 
 
 class ProxyContract:
@@ -53,6 +65,7 @@ class ProxyContract:
     workload_spec: ClassVar[str] = "digits"
     space: ClassVar[str | dict[str, Any]] = SPACE
     non_negative: ClassVar[bool] = True
+    scores_non_negative: ClassVar[bool] = True
     monotone_in_bits: ClassVar[bool] = False
 
     @pytest.fixture(scope="class")
@@ -108,10 +121,13 @@ class ProxyContract:
 
     def test_scores_are_finite(self, split):
         sens = split["combined"]
-        values = [v for row in sens.omega.values() for v in row.values()] + list(sens.layer_scores.values())
-        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        omega = [v for row in sens.omega.values() for v in row.values()]
+        scores = list(sens.layer_scores.values())
+        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in omega + scores)
         if self.non_negative:
-            assert min(values) >= 0.0
+            assert min(omega) >= 0.0
+        if self.scores_non_negative:
+            assert min(scores) >= 0.0
 
     def test_fewer_bits_never_predicted_to_hurt_less(self, split, problem):
         if not self.monotone_in_bits:
@@ -126,11 +142,13 @@ class ProxyContract:
                         assert sens.omega[l.name][lo.key] >= sens.omega[l.name][hi.key], (l.name, lo.key, hi.key)
 
     def test_leaves_the_model_as_it_was(self, split, problem):
-        """No weight changed, no gradient kept, no hook left behind (workers reuse the model)."""
-        (weights, grads, hooks), after = split["before"], _model_state(problem[0].model())
+        """No weight changed, no gradient kept, no hook left behind, attention and modes restored
+        (workers reuse the model)."""
+        (weights, grads, hooks, attention), after = split["before"], _model_state(problem[0].model())
         assert after[0].keys() == weights.keys() and all(v.equal(after[0][k]) for k, v in weights.items())
         assert after[1] <= grads, f"gradients left on {sorted(after[1] - grads)}"
         assert after[2] == hooks, "hooks left behind"
+        assert after[3] == attention, "attention implementation, SDPA kernels or modes not restored"
 
     def test_config_is_frozen_json_and_rebuilds_the_proxy(self):
         proxy = get_proxy(self.proxy, **self.options)

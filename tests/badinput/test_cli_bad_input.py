@@ -99,7 +99,23 @@ def bad(tmp_path_factory) -> dict[str, str]:
         (d / f"{name}.py").write_text(_WORKLOAD + "\n" + textwrap.dedent(body))
         paths[name] = f"{d / name}.py:make"
     paths["no_attr"] = f"{d / 'empty_calib.py'}:nothing"
+    paths.update(_hf_dirs(d))
     return paths
+
+def _hf_dirs(d: Path) -> dict[str, str]:
+    """``hf:`` directories missing one part each (the checks read only which files exist), and data files."""
+    out = {}
+    for name, files in (("hf_noweights", ("config.json", "tokenizer.json")), ("hf_notok", ("config.json", "model.safetensors")),
+                        ("hf_ok", ("config.json", "model.safetensors", "tokenizer.json"))):
+        (d / name).mkdir()
+        for f in files:
+            (d / name / f).write_text('{"model_type": "gpt2"}' if f == "config.json" else "")
+        out[name] = str(d / name)
+    (d / "empty.txt").write_text(" \n")
+    (d / "data.jsonl").write_text('{"txt": "no text field"}\n')
+    out.update(hf_empty=str(d / "empty.txt"), hf_jsonl=str(d / "data.jsonl"))
+    return out
+
 
 G = GOOD
 DB = ["--db", "{db}"]
@@ -234,6 +250,11 @@ CASES: list[tuple[str, list[str], str | None, tuple[str, ...]]] = [
     ("opt-search-max-evals-0", [*SEARCH, "--target", "drop<=1%", "--max-evals", "0"], "--max-evals", ()),
     ("opt-search-minimise", [*SEARCH, "--target", "drop<=1%", "--minimise", "nosuch"], "nosuch", ()),
     ("opt-search-latency-no-table", [*SEARCH, "--budget", "latency<=50%"], "--latency-table", ()),
+    ("opt-search-interactions-negative", [*SEARCH, "--interactions", "-1"], "--interactions", ()),
+    ("usage-search-interactions-text", ["search", "--interactions", "all"], "--interactions", ()),
+    ("opt-search-interactions-dp", [*SEARCH, "--interactions", "2", "--allocator", "dp"], "--allocator ilp", ()),
+    ("opt-search-repair-negative", [*SEARCH, "--repair", "-2"], "--repair", ()),
+    ("opt-search-repair-target", [*SEARCH, "--repair", "2", "--target", "drop<=1%"], "--target", ()),
     ("opt-search-model-unknown", [*SEARCH, "--model", "nosuch"], "unknown model 'nosuch'", ()),
     ("opt-validate-repeats-0", ["validate", G, *DB, "--repeats", "0"], "--repeats", ()),
     ("opt-validate-repeats-negative", ["validate", G, *DB, "--repeats", "-1"], "--repeats", ()),
@@ -268,6 +289,19 @@ CASES: list[tuple[str, list[str], str | None, tuple[str, ...]]] = [
     ("model-missing-attr", [*SEARCH, "--model", "{no_attr}"], "no attribute", ()),
     ("model-missing-module", [*SEARCH, "--model", "no_such_pkg.models:make"], "cannot import", ()),
     ("model-empty", [*SEARCH, "--model", " "], "empty --model", ()),
+    # ---- local Hugging Face models (--model hf:PATH) ------------------------------------------
+    ("hf-missing-dir", [*SEARCH, "--model", "hf:{dir}/no model", "--data", "{hf_empty}"], "no such directory", ()),
+    ("hf-missing-weights", [*SEARCH, "--model", "hf:{hf_noweights}", "--data", "{hf_empty}"], "no weights", ()),
+    ("hf-missing-tokenizer", [*SEARCH, "--model", "hf:{hf_notok}", "--data", "{hf_empty}"], "no tokenizer", ()),
+    ("hf-no-data", [*SEARCH, "--model", "hf:{hf_ok}"], "--data FILE", ()),
+    ("hf-missing-data", [*SEARCH, "--model", "hf:{hf_ok}", "--data", "{dir}/none.txt"], "no such file", ()),
+    ("hf-empty-data", [*SEARCH, "--model", "hf:{hf_ok}", "--data", "{hf_empty}"], "holds no text", ()),
+    ("hf-unreadable-data", [*SEARCH, "--model", "hf:{hf_ok}", "--data", "{dir}"], "is a directory", ()),
+    ("hf-jsonl-no-text", [*SEARCH, "--model", "hf:{hf_ok}", "--data", "{hf_jsonl}"], "no \"text\" string", ()),
+    ("hf-task", [*SEARCH, "--model", "hf:{hf_ok}", "--data", "{hf_empty}", "--task", "seq2seq"], "unknown --task", ()),
+    ("hf-seq-len-0", [*SEARCH, "--model", "hf:{hf_ok}", "--data", "{hf_empty}", "--seq-len", "0"], "--seq-len", ()),
+    ("hf-seq-len-not-hf", [*SEARCH, "--seq-len", "64"], "only to an hf: model", ()),
+    ("hf-task-not-hf", [*SEARCH, "--task", "encoder"], "only to an hf: model", ()),
 ]
 
 # What the error line must name for each factory (the part that failed).
@@ -318,6 +352,18 @@ def test_bad_input_is_one_line_exit_2(case, bad, capfd, tmp_path, monkeypatch):
     for p in absent:
         assert not Path(_fill(p, bad)).exists(), p
     assert not (tmp_path / "autocomp.db").exists(), os.listdir(tmp_path)  # no stray default database
+
+
+def test_missing_transformers_is_one_line(bad, capfd, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "transformers", None)   # `import transformers` raises ImportError
+    code, out, err = run_cli([*(_fill(a, bad) for a in SEARCH), "--model", f"hf:{bad['hf_ok']}", "--data",
+                              bad["hf_empty"]], capfd)
+    errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "need transformers" in errors[0], out + err
+    assert "Traceback" not in out + err
 
 
 def test_suite_is_large():

@@ -115,3 +115,26 @@ def test_modules_on_triton_backends(digits, choice, backend):
     siml = apply(torch.nn.Sequential(lin), Policy.from_choices({"0": choice}), {"0": {int(choice.a_bits): (0.0, float(xl.max()))}})
     with torch.no_grad():
         assert _rel(ql(xl.to(DEV)), siml(xl)) < BOUNDS[backend]
+
+
+@pytest.mark.parametrize("choice", [Choice(4, 32, group=48), Choice(2, 32, 0.5, group=32), Choice(4, 8, group=64)])
+def test_group_wise_choices_on_triton_match_the_simulation(layer, choice):
+    """The choice's own group (48 does not divide K=128: a shorter last group) through QuantLinear."""
+    lin, x = layer
+    acts = {"0": {8: (0.0, float(x.max()))}}
+    ql = QuantLinear.from_float(lin, choice, acts["0"][8] if choice.a_bits == 8 else None, backend="triton_wq").to(DEV)
+    assert ql.group_size == choice.group and ql.scale.shape == (-(-128 // choice.group), 64)
+    sim = apply(torch.nn.Sequential(lin), Policy.from_choices({"0": choice}), acts)
+    with torch.no_grad():
+        assert _rel(ql(x.to(DEV)), sim(x)) < BOUNDS["triton_wq"]
+
+
+def test_zero_point_choices_refuse_the_triton_backend(layer):
+    lin, x = layer
+    with pytest.raises(ValueError, match="takes no zero points"):
+        QuantLinear.from_float(lin, Choice(4, 32, group=32, zero_point=True), backend="triton_wq")
+    q = QuantLinear.from_float(lin, Choice(4, 32, group=32, zero_point=True))
+    assert q.backend_for(DEV) == "reference"
+    sim = apply(torch.nn.Sequential(lin), Policy.from_choices({"0": Choice(4, 32, group=32, zero_point=True)}))
+    with torch.no_grad():
+        assert _rel(q(x), sim(x)) < BOUNDS["reference"]

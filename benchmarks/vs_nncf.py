@@ -1,0 +1,235 @@
+"""autocomp's front against NNCF ``compress_weights`` (issue 11, "Evidence"), side by side.
+
+On each workload (default ``tiny-lm`` and ``digits-vit``), in one run:
+
+- NNCF: ``nncf.compress_weights(model, mode=INT4_SYM, group_size=128, ratio=r, dataset=...,
+  sensitivity_metric=HESSIAN_INPUT_ACTIVATION)`` for r in 0.25 / 0.5 / 0.75 / 1.0, each plain,
+  with ``awq=True, scale_estimation=True``, and with ``all_layers=True`` (plain and AWQ+SE).
+  These models' input widths are 32..256, so group 128 does not divide most of them; NNCF's
+  default (``group_size_fallback_mode=ERROR``) refuses, and we pass ``ADJUST`` with
+  ``min_adjusted_group_size=4`` so that such a layer takes its whole row as one group - which is
+  what autocomp's ``g128`` choice does on a row shorter than 128 (one group per row).
+- autocomp: ``run_search`` with ``--space weight_only`` and ``--space int4_int8`` (a sweep of
+  ``--points`` budgets up to the largest NNCF size, plus the uniform baselines), SQLite study in
+  a temp dir.
+- Size, the same way for both: the bytes the compressed model holds. NNCF: every distinct tensor
+  of the compressed model's state dict (packed int4 / uint8 codes, fp16 scales, uint8 zero points,
+  every float parameter left). autocomp: the cost model's ``size``, checked here against
+  :func:`policy_bytes` (packed codes + one fp16 scale per group or row + packed zero points +
+  every other parameter in fp32), and the fp32 model's bytes checked against the cost model's.
+- Quality: ``workload.metric(model, workload.eval)`` on both (autocomp's policy re-applied here with
+  :func:`autocomp.policy.apply`, the evaluator's own code).
+
+For each NNCF row: autocomp's best policy of size <= that row's size (over both spaces, and per
+space), the ratio autocomp / NNCF of the metric, and win/loss in the metric's direction.
+
+    python benchmarks/vs_nncf.py [--models tiny-lm digits-vit] [--points 8] [--workers 2]
+
+Needs ``pip install 'autocomp[bench]'`` (nncf).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+RATIOS = (0.25, 0.5, 0.75, 1.0)
+SPACES = ("weight_only", "int4_int8")
+
+
+def stored_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every distinct tensor in ``model``'s state dict (a tied weight counts once)."""
+    seen, total = set(), 0
+    for t in model.state_dict(keep_vars=True).values():
+        if not isinstance(t, torch.Tensor):
+            continue
+        key = (t.data_ptr(), t.numel(), t.dtype)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def policy_bytes(layers, other_params: int, policy) -> float:
+    """What a checkpoint of ``policy`` holds: codes packed at their bits, one fp16 scale per group
+    (per row when per channel), zero points packed at the code bits, fp32 for the rest."""
+    from autocomp.quant import group_count, is_float
+
+    ch = policy.as_dict()
+    total = other_params * 4.0
+    for l in layers:
+        c = ch.get(l.name)
+        if c is None or is_float(c.w_bits):
+            total += l.params * 4.0
+            continue
+        rows = l.weight_shape[0] if l.weight_shape else 1
+        groups = rows * group_count(l.params // max(rows, 1), c.group)
+        total += l.params * c.effective_w_bits / 8.0 + groups * 2.0
+        total += groups * float(c.w_bits) / 8.0 if c.zero_point else 0.0
+    return total
+
+
+@dataclass
+class Row:
+    label: str
+    size: float | None
+    quality: float | None
+    seconds: float
+    error: str = ""
+
+
+def nncf_rows(wl, fp32_bytes: int) -> list[Row]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+    dataset = nncf.Dataset(wl.calib, lambda batch: batch[0])
+    adv = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST,
+                                        min_adjusted_group_size=4)
+    rows = []
+    for all_layers in (False, True):
+        for awq in (False, True):
+            for r in RATIOS:
+                label = f"nncf int4_sym g128 r={r:g}" + (" awq+se" if awq else "") + (" all_layers" if all_layers else "")
+                model = copy.deepcopy(wl.model())  # NNCF compresses in place; wl.model() is shared
+                t0 = time.perf_counter()
+                try:
+                    out = nncf.compress_weights(
+                        model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=128, ratio=r, dataset=dataset,
+                        sensitivity_metric=nncf.SensitivityMetric.HESSIAN_INPUT_ACTIVATION, all_layers=all_layers,
+                        awq=awq, scale_estimation=awq, advanced_parameters=adv)
+                    dt = time.perf_counter() - t0
+                    rows.append(Row(label, stored_bytes(out), float(wl.metric(out, wl.eval)), dt))
+                except Exception as e:  # an option the torch CPU backend refuses: report what it said
+                    msg = " ".join(str(e).split())[:300]
+                    rows.append(Row(label, None, None, time.perf_counter() - t0, f"{type(e).__name__}: {msg}"))
+                print(f"  {label}: " + (rows[-1].error or f"{rows[-1].size / fp32_bytes:.2%} of fp32, "
+                                        f"{wl.quality} {rows[-1].quality:.4f}, {rows[-1].seconds:.1f}s"), flush=True)
+    return rows
+
+
+def autocomp_points(model: str, budget: str, points: int, workers: int | None, d: str):
+    """Per space: (every evaluated point with its policy, wall seconds, size cross-check)."""
+    from autocomp.policy import Policy
+    from autocomp.report import study_points
+    from autocomp.search import SearchConfig, prepare, run_search
+    from autocomp.store import Store
+
+    out = {}
+    for space in SPACES:
+        store = Store(f"sqlite:///{os.path.join(d, f'{model}-{space}.db')}")
+        cfg = SearchConfig(model=model, budget=budget, space=space, points=points, workers=workers)
+        t0 = time.perf_counter()
+        res = run_search(cfg, store, f"vs-nncf-{space.replace('_', '-')}")
+        dt = time.perf_counter() - t0
+        ctx = prepare(cfg)
+        pols = {p.policy_id: Policy.from_dict(p.policy) for p in store.list_policies(res.study)}
+        pts = study_points(store, res.study)
+        # The cost model's size and our own byte count of the same policy, largest difference.
+        diff = max(abs(ctx.cm.cost("size", pols[p["policy_id"]]) -
+                       policy_bytes(ctx.layers, ctx.cm.other_params, pols[p["policy_id"]])) for p in pts)
+        out[space] = ([(p, pols[p["policy_id"]]) for p in pts], dt, diff, ctx)
+    return out
+
+
+def compare(name: str, points: int, workers: int | None) -> None:
+    from autocomp.metrics import get_quality_metric
+    from autocomp.policy import apply
+    from autocomp.workload import load_workload
+
+    wl = load_workload(name)
+    qm = get_quality_metric(wl.quality)
+    fp32 = copy.deepcopy(wl.model())
+    fp32_bytes, fp32_q = stored_bytes(fp32), float(wl.metric(fp32, wl.eval))
+    print(f"\n== {name}: fp32 {fp32_bytes} B, {wl.quality} {fp32_q:.4f} "
+          f"({'higher' if qm.higher_is_better else 'lower'} is better)", flush=True)
+    t0 = time.perf_counter()
+    nrows = nncf_rows(wl, fp32_bytes)
+    t_nncf = time.perf_counter() - t0
+    ok = [r for r in nrows if r.size is not None]
+    top = max((r.size for r in ok), default=0.3 * fp32_bytes)
+    budget = f"size<={math.ceil(top * 1.01)}B"
+    with tempfile.TemporaryDirectory() as d:
+        found = autocomp_points(name, budget, points, workers, d)
+    ctx = next(iter(found.values()))[3]
+    print(f"  fp32 bytes: state dict {fp32_bytes}, autocomp cost model {ctx.cm.fp32('size'):.0f}")
+    for space, (_, dt, diff, _) in found.items():
+        print(f"  autocomp {space}: {len(found[space][0])} policies evaluated, {dt:.1f}s wall "
+              f"(budget {budget}), cost-model size vs policy_bytes: max |diff| {diff:.1f} B")
+
+    evaluated: dict[str, float] = {}
+
+    def requality(pt, pol) -> float:
+        # The same code as for NNCF's model; the stored value came from the evaluator actor.
+        if pol.id not in evaluated:
+            evaluated[pol.id] = float(wl.metric(apply(fp32, pol), wl.eval))
+        return evaluated[pol.id]
+
+    def best(cands, size):
+        fits = [c for c in cands if c[0]["size"] <= size * (1 + 1e-9)]
+        return min(fits, key=lambda c: qm.key(c[0]["quality"])) if fits else None
+
+    every = [(space, pt, pol) for space, (pts, *_rest) in found.items() for pt, pol in pts]
+    print(f"\n  {'NNCF configuration':<42} {'size':>7} {wl.quality[:10]:>10} {'nncf s':>7} | "
+          f"{'autocomp best (space, label)':<44} {'size':>7} {wl.quality[:10]:>10} {'ratio':>6}  result")
+    wins = losses = 0
+    for r in nrows:
+        if r.size is None:
+            print(f"  {r.label:<42} did not run: {r.error}")
+            continue
+        b = best([(pt, pol, space) for space, pt, pol in every], r.size)
+        head = f"  {r.label:<42} {r.size / fp32_bytes:7.2%} {r.quality:10.4f} {r.seconds:7.1f} | "
+        if b is None:
+            losses += 1
+            print(head + "no autocomp policy this small                                      LOSS")
+            continue
+        pt, pol, space = b
+        q = requality(pt, pol)
+        win = qm.no_worse(q, r.quality)
+        wins, losses = wins + win, losses + (not win)
+        tag = f"{space}, {pt['label'] or pt['source']}"[:44]
+        print(head + f"{tag:<44} {pt['size'] / fp32_bytes:7.2%} {q:10.4f} {q / r.quality:6.3f}  "
+              f"{'win' if win else 'LOSS'}")
+        for sp in SPACES:  # the same row, per space
+            bs = best([(p, po, s) for s, p, po in every if s == sp], r.size)
+            if bs is not None:
+                qs = requality(*bs[:2])
+                print(f"  {'':<42} {'':>7} {'':>10} {'':>7} |   only {sp:<37} {bs[0]['size'] / fp32_bytes:7.2%} "
+                      f"{qs:10.4f} {qs / r.quality:6.3f}  {'win' if qm.no_worse(qs, r.quality) else 'LOSS'}")
+    stored_vs_here = max((abs(evaluated[pol.id] - pt["quality"]) for _, pt, pol in every if pol.id in evaluated),
+                         default=0.0)
+    t_auto = sum(v[1] for v in found.values())
+    print(f"\n  {name}: {wins} wins, {losses} losses of {wins + losses} NNCF points; "
+          f"stored vs re-evaluated quality max |diff| {stored_vs_here:.2e}")
+    print(f"  wall: NNCF all {len(nrows)} configurations {t_nncf:.1f}s "
+          f"(mean {t_nncf / max(len(nrows), 1):.1f}s each); autocomp both searches {t_auto:.1f}s "
+          f"-> autocomp / NNCF-all {t_auto / t_nncf:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["tiny-lm", "digits-vit"])
+    ap.add_argument("--points", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+    try:
+        import nncf
+    except ImportError:
+        raise SystemExit("error: this benchmark needs NNCF: pip install 'autocomp[bench]'") from None
+    nncf.set_log_level(logging.ERROR)  # its per-call bit-width tables
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+          f"torch {torch.__version__}, nncf {nncf.__version__}, threads {torch.get_num_threads()}")
+    for name in args.models:
+        compare(name, args.points, args.workers)
+
+
+if __name__ == "__main__":
+    main()

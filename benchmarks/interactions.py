@@ -11,7 +11,8 @@ Per workload (built-in ``digits``, ``digits-vit``):
    and the mean absolute error of the predicted degradation. The baseline is the additive model.
 3. Fronts at equal evaluations: ``--interactions K --repair R`` against the plain search given
    the same number of evaluations as Optuna refinement (``--refine``); reported: evaluations,
-   best accuracy within the budget, and the hypervolume of (accuracy, size) up to the budget
+   best quality within the budget, and the hypervolume of (quality, size) up to the budget
+   (over 1 / quality for a lower-is-better metric such as perplexity)
    (ratio pairwise / plain).
 
     python benchmarks/interactions.py [--models digits digits-vit] [--k 4] [--samples 40]
@@ -102,7 +103,7 @@ def run_workload(model: str, args, d: str) -> None:
           f"(fitted scale s={it.scale(sens):.4g}), {time.perf_counter() - t0:.0f} s")
     terms = [v for row in it.terms().values() for v in row.values()]
     print(f"   measured terms: mean {np.mean(terms):+.4f}, mean |term| {np.mean(np.abs(terms)):.4f}, "
-          f"max |term| {np.max(np.abs(terms)):.4f} (accuracy points x 1)")
+          f"max |term| {np.max(np.abs(terms)):.4f} (in units of the quality metric)")
 
     # ---- prediction on held-out random policies ---------------------------------------------
     held = random_policies(ctx, args.samples, args.seed + 1)
@@ -135,7 +136,7 @@ def run_workload(model: str, args, d: str) -> None:
     extra = max(1, inter["evaluations"] - plain_evals)
     run_search(SearchConfig(**base, refine=extra), store, "refined")
     ref = study_summary(store, "refined", frac, fp32)
-    print(f"   fronts within {args.budget}: {'evals':>6s} {'best acc':>9s} {'hypervol':>9s}")
+    print(f"   fronts within {args.budget}: {'evals':>6s} {'best':>9s} {'hypervol':>9s}")
     print(f"   plain+refine {extra:3d}  {ref['evaluations']:6d} {ref['best']:9.4f} {ref['hv']:9.4f}")
     print(f"   interactions  {' ':3s} {inter['evaluations']:6d} {inter['best']:9.4f} {inter['hv']:9.4f}")
     print(f"   ratio (interactions / plain+refine): best {inter['best'] / ref['best']:.4f}, "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Mapping
 
 import torch
 
@@ -78,11 +78,12 @@ def local_device(device: str) -> str:
     return device
 
 
-def to_device(obj: Any, device: str) -> Any:
-    """``obj`` with every tensor moved to ``device`` (tensors, tuples, lists and dicts of them)."""
+def to_device(obj: Any, device: str | torch.device) -> Any:
+    """``obj`` with every tensor moved to ``device`` (tensors, tuples, lists and mappings of them,
+    e.g. a tokenizer's ``BatchEncoding``; no copy of a tensor already there)."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
         return type(obj)(to_device(v, device) for v in obj)

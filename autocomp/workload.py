@@ -21,10 +21,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from autocomp.devices import to_device
 from autocomp.errors import AutocompError, ModelSpecError
 from autocomp.metrics import get_quality_metric
 from autocomp.modules import batch_size, call_model
@@ -82,7 +83,7 @@ def token_nll(model: torch.nn.Module, batches: Sequence[Batch]) -> tuple[float, 
     model.eval()
     with torch.no_grad():
         for x, y in batches:
-            logits = output_tensor(call_model(model, _to_device(x, _device(model))))
+            logits = output_tensor(call_model(model, to_device(x, _device(model))))
             shifted, labels = _shift(logits, y.to(logits.device))
             total += float(torch.nn.functional.cross_entropy(shifted.float(), labels, ignore_index=IGNORE_INDEX,
                                                              reduction="sum"))
@@ -139,7 +140,7 @@ def cosine_fidelity(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
     model.eval()
     with torch.no_grad():
         for x, ref in batches:
-            s, n = token_cosine(call_model(model, _to_device(x, _device(model))), ref)
+            s, n = token_cosine(call_model(model, to_device(x, _device(model))), ref)
             total, count = total + float(s), count + n
     return total / max(count, 1)
 
@@ -172,17 +173,6 @@ def output_tensor(output: Any) -> torch.Tensor:
 def _device(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-def _to_device(x: Any, device: torch.device) -> Any:
-    """A batch's inputs (tensor, tuple/list or dict of them) on ``device`` (no copy when already there)."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, Mapping):
-        return {k: _to_device(v, device) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to_device(v, device) for v in x)
-    return x
 
 
 @dataclass

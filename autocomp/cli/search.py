@@ -48,6 +48,7 @@ def search_cmd(
     """Search per-layer compression policies under a budget; prints the Pareto front."""
     from autocomp.progress import RichStages
     from autocomp.search import SearchConfig, check_config, run_search
+    from autocomp.stages.status import SIGNALS
     from autocomp.store import Store
 
     if budget is None:
@@ -63,20 +64,20 @@ def search_cmd(
     check_config(cfg)  # before the database file is opened (or created)
     store = Store(db)
     stages = RichStages()
-    _stop_on_sigterm()
+    _record_signals()
     try:
         # Ray (cluster events such as "Raylet is terminated") and native solvers (banners) print
         # on stdout: keep stdout for the result (--json must parse), the rest goes to stderr.
         with _stdout_to_stderr():
             result = run_search(cfg, store, name, stages)
-    except KeyboardInterrupt as e:
-        # run_search marked the study interrupted; say how to go on.
+    except BaseException as e:
         stages.close(failed=True)
+        if not (isinstance(e, KeyboardInterrupt) or SIGNALS):
+            raise
+        # run_search marked the study interrupted; say how to go on. After a signal any error is
+        # its echo (e.g. a database call it cut short), not a second failure to report.
         fail(f"interrupted; stored results are kept: resume with `{cfg.resume_command(name)}`",
-             143 if isinstance(e, Terminated) or _TERMINATED else 130)
-    except BaseException:
-        stages.close(failed=True)
-        raise
+             143 if isinstance(e, Terminated) or signal.SIGTERM in SIGNALS else 130)
     stages.close()
     if as_json:
         doc = {"study": name, "front": result.front, **({"target": result.target} if target is not None else {})}
@@ -92,17 +93,24 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: the study is marked interrupted and the resume command printed."""
 
 
-_TERMINATED: list[int] = []   # the signal, once received (Ray may re-raise it as a plain KeyboardInterrupt)
+def _record_signals() -> None:
+    """SIGINT and SIGTERM raise as Ctrl-C does, and are recorded (:func:`note_signal`) so that an
+    interrupt a driver swallows still ends the run as interrupted."""
+    from autocomp.stages.status import note_signal
 
+    def on_sigint(signum: int, _frame: object) -> None:
+        note_signal(signum)
+        raise KeyboardInterrupt
 
-def _stop_on_sigterm() -> None:
-    def handler(signum: int, _frame: object) -> None:
-        _TERMINATED.append(signum)
+    def on_sigterm(signum: int, _frame: object) -> None:
+        note_signal(signum)
         raise Terminated(f"signal {signum}")
 
     try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (embedded use): leave the default
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, on_sigint)
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave the defaults
         pass
 
 

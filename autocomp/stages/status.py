@@ -4,6 +4,11 @@ or ``failed`` (anything else), with the reason and the command that resumes it.
 
 A library caller whose search raises never leaves a study ``running``.
 
+An interrupt can be lost on its way up: a ``KeyboardInterrupt`` raised inside a database driver's
+cleanup (psycopg resetting a connection during SQLAlchemy's pre-ping) comes out as a database
+error. The CLI records each SIGINT/SIGTERM with :func:`note_signal`; once one arrived, whatever
+ends the block ends it as ``interrupted``, on fresh connections.
+
 Example:
     >>> from autocomp.store import Store
     >>> from autocomp.stages.status import tracked
@@ -24,6 +29,14 @@ from autocomp.store import Store
 from autocomp.store.repository import StudyInfo
 
 
+SIGNALS: list[int] = []   # SIGINT/SIGTERM numbers received by this process (see note_signal)
+
+
+def note_signal(signum: int) -> None:
+    """Record that the user (or a scheduler) asked this process to stop."""
+    SIGNALS.append(signum)
+
+
 class IncompleteRun(AutocompError):
     """Some work items failed; what landed is stored and a re-run retries only the rest."""
 
@@ -40,16 +53,30 @@ def tracked(store: Store, study: StudyInfo, resume: str = "") -> Iterator[StudyI
     try:
         yield study
     except IncompleteRun as e:
+        if SIGNALS:
+            _interrupted(store, study, resume, e)
         _end(store, study, "incomplete", str(e), resume)
         raise IncompleteRun(f"{e}: run `{resume}` again to retry them" if resume else str(e)) from e.__cause__
     except (KeyboardInterrupt, SystemExit) as e:
+        if SIGNALS:
+            store.dispose()   # the connection the signal hit may be unusable
         _end(store, study, "interrupted", type(e).__name__, resume)
         raise
     except BaseException as e:
+        if SIGNALS:
+            _interrupted(store, study, resume, e)
         _end(store, study, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", resume)
         raise
     else:
         _end(store, study, "done", "", "")
+
+
+def _interrupted(store: Store, study: StudyInfo, resume: str, e: BaseException) -> None:
+    """A signal arrived and ``e`` came out instead (the interrupt was lost in a driver): an
+    interruption all the same, not a failure of the search."""
+    store.dispose()   # the connection the interrupt hit may be unusable
+    _end(store, study, "interrupted", f"signal {SIGNALS[0]}", resume)
+    raise KeyboardInterrupt(f"signal {SIGNALS[0]}") from e
 
 
 def _end(store: Store, study: StudyInfo, status: str, reason: str, resume: str) -> None:

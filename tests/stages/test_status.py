@@ -47,3 +47,50 @@ def test_incomplete_names_the_resume_command(study):
         with tracked(store, st, resume="autocomp search --study s --refine 4"):
             raise IncompleteRun("2 evaluation(s) failed (abc: RuntimeError); stored results are kept")
     assert store.get_study("s").status == "incomplete"
+
+
+def test_an_interrupt_a_driver_swallows_still_ends_as_interrupted(study, monkeypatch):
+    """CI saw it on PostgreSQL: Ctrl-C landed in SQLAlchemy's pre-ping, psycopg's cleanup raised
+    "can't change 'autocommit' now" over the KeyboardInterrupt, and the search ended ``failed``
+    with exit 2. A real SIGINT, through the CLI's handler, swallowed the same way here."""
+    import os
+    import signal
+    import time
+
+    from autocomp.cli.search import _record_signals
+    from autocomp.stages import status
+    from autocomp.errors import StoreError
+
+    monkeypatch.setattr(status, "SIGNALS", [])
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    store, st = study
+    try:
+        _record_signals()
+        with pytest.raises(KeyboardInterrupt) as info:
+            with tracked(store, st, resume="autocomp search --study s"):
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(10)   # the handler runs here at the latest
+                    raise AssertionError("SIGINT did not raise")
+                except KeyboardInterrupt:
+                    raise StoreError("database error on postgresql://u@h/db: can't change 'autocommit' now")
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+    assert isinstance(info.value.__cause__, StoreError)
+    got = store.get_study("s")
+    assert got.status == "interrupted"
+    assert got.config["status_reason"] == f"signal {int(signal.SIGINT)}"
+    assert got.config["resume_command"] == "autocomp search --study s"
+
+
+def test_without_a_signal_a_database_error_is_a_failure(study, monkeypatch):
+    from autocomp.stages import status
+    from autocomp.errors import StoreError
+
+    monkeypatch.setattr(status, "SIGNALS", [])
+    store, st = study
+    with pytest.raises(StoreError):
+        with tracked(store, st):
+            raise StoreError("database error on sqlite:///x.db: disk I/O error")
+    assert store.get_study("s").status == "failed"

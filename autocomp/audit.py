@@ -5,10 +5,16 @@ evaluated with PTQ on Ray, and every proxy's additive prediction ``sum_l omega(l
 rank-correlated (Spearman, Kendall) with the measured drop ``acc(fp32) - acc(policy)``. Results
 are stored in the study database (``autocomp_proxy_audits``) with the sampled policies.
 
+Per quantizer (``quantizers``, default ``rtn``): the policies are evaluated with each one
+(stored as evaluation kind :func:`~autocomp.store.repository.ptq_kind`), a proxy with a
+``quantizer`` option scores under each, and the table has a row per (proxy, quantizer). A row
+of another quantizer than ``rtn`` is stored under the proxy name ``NAME[SPEC]``.
+
 Example:
     >>> from autocomp.audit import AuditConfig, run_audit
     >>> rows = run_audit(AuditConfig(model="digits", samples=12), Store("sqlite:///a.db"), "audit-digits")  # doctest: +SKIP
     >>> rows[0]["proxy"], rows[0]["spearman"]                                                           # doctest: +SKIP
+    >>> cfg = AuditConfig(model="digits", samples=12, quantizers=("rtn", "gptq"))                       # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class AuditConfig:
     model: str = "digits"
     samples: int = 24
     proxies: tuple[str, ...] = ()          # empty: every registered proxy
+    quantizers: tuple[str, ...] = ("rtn",)  # the measured policies are evaluated with each
     space: str = "mixed_precision"
     seed: int = 0
     workers: int | None = None
@@ -46,7 +53,38 @@ class AuditConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["proxies"] = list(self.proxies)
+        d["quantizers"] = list(self.quantizers)
         return d
+
+
+def audit_key(proxy: str, quantizer: str) -> str:
+    """The proxy name an audit row is stored under: the proxy's own with ``rtn``, else ``NAME[SPEC]``.
+
+    Example:
+        >>> audit_key("loss_delta", "rtn"), audit_key("loss_delta", "gptq+bias_correction")
+        ('loss_delta', 'loss_delta[gptq+bias_correction]')
+    """
+    return proxy if quantizer == "rtn" else f"{proxy}[{quantizer}]"
+
+
+def check_quantizers(specs: Sequence[str]) -> tuple[str, ...]:
+    """The quantizer specs in one spelling each (``rtn()`` is ``rtn``: the spelling names the
+    evaluation kind), without repeats; a bad one is a one-line error.
+
+    Example:
+        >>> check_quantizers(["rtn", " rtn()"])
+        ('rtn',)
+    """
+    from autocomp.quantizers import get_quantizer
+
+    if not specs:
+        raise AutocompError("--quantizer: give at least one quantizer, e.g. rtn or gptq")
+    out = []
+    for spec in specs:
+        if not str(spec).strip():
+            raise AutocompError("--quantizer: an empty quantizer spec")
+        out.append(get_quantizer(str(spec).strip()).spec)
+    return tuple(dict.fromkeys(out))
 
 
 def sample_policies(layers: Sequence, space, k: int, seed: int = 0) -> list[Policy]:
@@ -101,7 +139,7 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
     from autocomp.stages import check_data, evaluate
     from autocomp.workers.proxy_tasks import score_on_ray
     from autocomp.workers.session import ensure_ray
-    from autocomp.store.repository import check_study_name
+    from autocomp.store.repository import check_study_name, ptq_kind
     from autocomp.workload import load_workload, validate_workload
 
     stages = stages or Stages()
@@ -115,8 +153,13 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
         # an audit's sampled policies must never join a search study's front
         raise AutocompError(f"study {study_name!r} is a search study, not an audit: pass another --study")
     proxies = list(cfg.proxies) or [p for p in list_proxies() if p != "auto"]
+    quantizers = check_quantizers(cfg.quantizers)
+    aware = set()      # proxies that score with the quantizer that will be used
     for p in proxies:  # unknown names and bad options fail before any work
-        get_proxy(p, **cfg.options.get(p, {}))
+        if "quantizer" in get_proxy(p, **cfg.options.get(p, {})).config_dict():
+            aware.add(p)
+            for q in quantizers:
+                get_proxy(p, **{**cfg.options.get(p, {}), "quantizer": q})
     space = load_space(cfg.space)
     check_data(cfg.data)
     with stages.stage("load model", 1) as tick:
@@ -140,34 +183,46 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
         store.save_policy(study, p, "fp32" if p is fp32 else "audit", "fp32" if p is fp32 else "audit sample",
                           cm.costs(p))
     todo = [fp32, *policies]
-    with stages.stage("evaluate", len(todo) - len(store.evaluated_ids(study) & {p.id for p in todo})) as tick:
-        evaluate(store, study, cfg.model, cm, todo, "ptq", workers=cfg.workers, on_progress=tick)
-    quality = {e.policy_id: e.quality for e in store.list_evaluations(study)}
     # The drop is the degradation against fp32 in the metric's own direction (perplexity up is worse).
     sign = 1.0 if get_quality_metric(wl.quality).higher_is_better else -1.0
-    drops = [sign * (quality[fp32.id] - quality[p.id]) for p in policies]
+    drops: dict[str, list[float]] = {}
+    for q in quantizers:
+        kind = ptq_kind(q)
+        label = "evaluate" if q == "rtn" else f"evaluate {q}"
+        with stages.stage(label, len(todo) - len(store.evaluated_ids(study, kind) & {p.id for p in todo})) as tick:
+            # rtn keeps the evaluator's defaults: its stored evaluations are those of every earlier audit
+            evaluate(store, study, cfg.model, cm, todo, "ptq", options=None if q == "rtn" else {"quantizer": q},
+                     workers=cfg.workers, on_progress=tick, kind=kind)
+        quality = {e.policy_id: e.quality for e in store.list_evaluations(study, kind)}
+        drops[q] = [sign * (quality[fp32.id] - quality[p.id]) for p in policies]
 
     rows = []
     for name in proxies:
-        with stages.stage(f"proxy {name}", 1) as tick:
-            t0 = time.perf_counter()
-            sens = score_on_ray(cfg.model, name, layers, space, cfg.options.get(name, {}), workers=cfg.workers,
-                                data=cfg.data)
-            secs = time.perf_counter() - t0
-            pred = [sens.predict(p) for p in policies]
-            rho, tau = rank_correlations(pred, drops)
-            row = {"proxy": name, "spearman": rho, "kendall": tau, "samples": len(policies), "seconds": secs,
-                   "data": cfg.data}
-            store.save_audit(study, row, {"predicted": pred, "drops": drops, "policies": [p.id for p in policies]})
-            rows.append(row)
-            tick()
+        # A proxy blind to the quantizer is scored once; its prediction meets each quantizer's drops.
+        for q in (quantizers if name in aware else quantizers[:1]):
+            options = {**cfg.options.get(name, {}), **({"quantizer": q} if name in aware else {})}
+            label = name if name not in aware or q == "rtn" else f"{name} under {q}"
+            with stages.stage(f"proxy {label}", 1) as tick:
+                t0 = time.perf_counter()
+                sens = score_on_ray(cfg.model, name, layers, space, options, workers=cfg.workers, data=cfg.data)
+                secs = time.perf_counter() - t0
+                pred = [sens.predict(p) for p in policies]
+                for qq in ([q] if name in aware else quantizers):
+                    rho, tau = rank_correlations(pred, drops[qq])
+                    row = {"proxy": name, "quantizer": qq, "spearman": rho, "kendall": tau,
+                           "samples": len(policies), "seconds": secs, "data": cfg.data}
+                    store.save_audit(study, {**row, "proxy": audit_key(name, qq)},
+                                     {"predicted": pred, "drops": drops[qq], "policies": [p.id for p in policies],
+                                      "quantizer": qq})
+                    rows.append(row)
+                tick()
     rows.sort(key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
     store.update_config(study, audit_best=rows[0]["proxy"] if rows else None)
     return rows
 
 
 def best_proxy(rows: Sequence[dict[str, Any]]) -> str:
-    """The proxy with the highest Spearman correlation (Kendall breaks ties)."""
+    """The proxy with the highest Spearman correlation (Kendall breaks ties), over every quantizer's rows."""
     scored = [r for r in rows if r.get("spearman") is not None]
     if not scored:
         raise AutocompError("proxy audit: no proxy produced a usable correlation (all predictions or drops constant)")

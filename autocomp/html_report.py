@@ -82,7 +82,8 @@ def render_report(store: Store, study_name: str) -> str:
              f"<h1>Study {e(study_name)}</h1><table class='meta'>"]
     counts = next((r for r in store.list_studies() if r["name"] == study_name), {})
     for k, v in (("model", cfg.get("model")), ("budget", cfg.get("budget_text")), ("space", cfg.get("space")),
-                 ("proxy", cfg.get("proxy")), ("allocator", cfg.get("allocator")), ("status", st.status),
+                 ("proxy", cfg.get("proxy")), ("allocator", cfg.get("allocator")),
+                 ("quantizer", cfg.get("quantizer", "rtn")), ("status", st.status),
                  ("policies", counts.get("policies")), ("evaluations", counts.get("evaluations")),
                  ("refinement", f"{cfg.get('refine', 0)} ({cfg.get('refine_mode', 'ptq')})")):
         parts.append(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>")

@@ -30,7 +30,7 @@ def _matplotlib() -> Any:
     try:
         import matplotlib
     except ModuleNotFoundError as e:  # optional dependency: say which extra brings it
-        raise AutocompError("plots need matplotlib: pip install 'autocomp[plot]'") from e
+        raise AutocompError("plots need matplotlib, a dependency of autocomp that is missing: pip install matplotlib") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -201,16 +201,25 @@ def quantize_weight_groups(w: torch.Tensor, bits: float, group: int | None = Non
     n, k = flat.shape
     g = k if group is None else min(int(group), k)
     full = k // g
-    parts = [flat[:, : full * g].reshape(n * full, g)]
-    if full * g < k:
-        parts.append(flat[:, full * g:])
-    out = [_rows_rtn(p, bits, zero_point) for p in parts]
+    out = [_rows_rtn(p, bits, zero_point) for p in split_groups(flat, group)]
     codes = torch.cat([out[0][0].reshape(n, full * g)] + [o[0] for o in out[1:]], dim=1)
     scales = torch.cat([out[0][1].reshape(n, full)] + [o[1][:, None] for o in out[1:]], dim=1)
     zeros = None
     if zero_point:
         zeros = torch.cat([out[0][2].reshape(n, full)] + [o[2][:, None] for o in out[1:]], dim=1)
     return GroupQuant(codes, scales, zeros, None if group is None else int(group), tuple(w.shape))
+
+
+def split_groups(flat: torch.Tensor, group: int | None) -> list[torch.Tensor]:
+    """``[N, K]`` cut into rows of one group each: ``[N * (K // g), g]`` full groups, then the
+    ``[N, K % g]`` shorter last groups when ``g`` does not divide ``K`` (``g = K`` per channel)."""
+    n, k = flat.shape
+    g = k if group is None else min(int(group), k)
+    full = k // g
+    parts = [flat[:, : full * g].reshape(n * full, g)]
+    if full * g < k:
+        parts.append(flat[:, full * g:])
+    return parts
 
 
 def prune_mask(w: torch.Tensor, ratio: float) -> torch.Tensor:

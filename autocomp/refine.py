@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from autocomp.budget import Budget, CostModel
 from autocomp.errors import AutocompError
@@ -173,7 +173,7 @@ def objective_names(budget: Budget, quality: str = "accuracy") -> list[str]:
 def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerInfo], space: SearchSpace,
            budget: Budget, cm: CostModel, n: int, workers: int | None = None, seed: int = 0,
            sampler: str = "auto", quality: str = "accuracy", on_progress: Callable[[int], None] | None = None,
-           evaluate_batch: Callable | None = None) -> RefineResult:
+           evaluate_batch: Callable | None = None, options: Mapping[str, Any] | None = None) -> RefineResult:
     """Run refinement until study ``study`` holds ``n`` evaluations chosen by Optuna.
 
     Args:
@@ -191,6 +191,7 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
         evaluate_batch: ``f(policies, on_result, on_error)`` with ``on_result(Metrics)`` and
             ``on_error(policy_id, exception)``; default: a ``ptq``
             :class:`~autocomp.workers.pool.EvaluatorPool` on Ray.
+        options: that pool's evaluator options (device, eval_dtype, quantizer), as the search's.
 
     Returns:
         A :class:`RefineResult`; failed evaluations are listed, not raised.
@@ -280,7 +281,7 @@ def refine(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[LayerI
         if pool is None:
             from autocomp.workers.pool import EvaluatorPool
 
-            pool = EvaluatorPool(spec, "ptq", workers=batch_size)
+            pool = EvaluatorPool(spec, "ptq", options, workers=batch_size)
         pool.map(policies, on_result, on_error)
 
     def plan(k: int, room: int) -> tuple[Any, list[Policy], list[Any]]:

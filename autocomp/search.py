@@ -21,6 +21,7 @@ from autocomp.budget import Budget, parse_budget
 from autocomp.costs import get_cost_metric
 from autocomp.devices import check_device, check_eval_dtype, resolve_device
 from autocomp.errors import AutocompError
+from autocomp.evaluators.ptq import build_quantizer
 from autocomp.progress import Stages
 from autocomp.proxies import get_proxy
 from autocomp.search_spaces import load_space
@@ -65,6 +66,7 @@ class SearchConfig:
     repair: int = 0               # evaluations for re-measuring the best policy's neighbours (stages.repair)
     device: str = "auto"          # proxy tasks and evaluator actors: auto (cuda when the cluster has GPUs), cpu, cuda
     eval_dtype: str = "float32"   # autocast dtype of the evaluations: float32, float16, bfloat16
+    quantizer: str = "rtn"        # how weights become codes (autocomp.quantizers): rtn, gptq, gptq+bias_correction, ...
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,7 +78,7 @@ class SearchConfig:
         for k in ("interactions", "repair"):  # likewise without them
             if not d[k]:
                 d.pop(k)
-        for k, default in (("device", "auto"), ("eval_dtype", "float32")):
+        for k, default in (("device", "auto"), ("eval_dtype", "float32"), ("quantizer", "rtn")):
             if d[k] == default:
                 d.pop(k)
         return d
@@ -94,6 +96,10 @@ class SearchConfig:
         cmd += f" --interactions {self.interactions}" if self.interactions else ""
         cmd += f" --repair {self.repair}" if self.repair else ""
         cmd += f" --eval-dtype {self.eval_dtype}" if self.eval_dtype != "float32" else ""
+        if self.quantizer != "rtn":
+            import shlex
+
+            cmd += f" --quantizer {shlex.quote(self.quantizer)}"
         return cmd
 
 
@@ -113,7 +119,8 @@ class SearchResult:
 
 
 def check_config(cfg: SearchConfig) -> None:
-    """Every option that can be checked without the model; raises a one-line AutocompError."""
+    """Every option that can be checked without the model (the quantizer spec is normalised in
+    place); raises a one-line AutocompError."""
     budget = parse_budget(cfg.budget)
     if cfg.proxy != "auto":
         get_proxy(cfg.proxy)
@@ -132,6 +139,8 @@ def check_config(cfg: SearchConfig) -> None:
     _check_target(cfg, budget)
     check_device(cfg.device)
     check_eval_dtype(cfg.eval_dtype)
+    # one spelling per quantizer (``rtn()`` is ``rtn``): the spelling names the study's evaluation kind
+    cfg.quantizer = build_quantizer(cfg.quantizer).spec
     check_interactions(cfg.interactions)
     check_repair(cfg.repair)
     if cfg.interactions:
@@ -207,52 +216,76 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
     existing = store.get_study(study_name, missing_ok=True)
     if existing is not None:
         check_profile(store, existing, ctx)   # refused before anything is written
+        check_quantizer(existing, cfg.quantizer)
     # The cluster too is checked before the study is touched: a dead address writes nothing.
     with stages.stage("start ray", 1) as tick:
         ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)
         device = resolve_device(cfg.device, cluster_gpus())   # cuda without GPUs: refused, nothing written
         tick()
     study, _ = store.open_study(study_name, {**cfg.to_dict(), "budget_text": ctx.budget.describe()})
+    # every PTQ evaluation of the study (sweep, probes, target, repair, refine) uses one quantizer
+    ptq = {"device": device, "eval_dtype": cfg.eval_dtype, "quantizer": cfg.quantizer}
     with tracked(store, study, resume=cfg.resume_command(study_name)):
         record_profile(store, study, ctx, latency_table=cfg.latency_table)
         proxy = cfg.proxy if cfg.proxy != "auto" else _auto_proxy(cfg, store, study, stages)
         with stages.stage(f"proxy {score_key(proxy, cfg.data)}", 1) as tick:
-            sens = score(store, study, ctx, proxy, cfg.data, workers=cfg.workers, device=device)
+            sens = score(store, study, ctx, proxy, cfg.data, proxy_options(proxy, cfg.quantizer),
+                         workers=cfg.workers, device=device)
             tick()
         pairwise = None
         if cfg.interactions:
             with stages.stage(f"interactions k={cfg.interactions}", pending_probes(
                     store, study, ctx, sens, cfg.interactions)) as tick:
                 pairwise = measure_interactions(store, study, ctx, sens, cfg.interactions, workers=cfg.workers,
-                                                on_progress=tick, options={"device": device, "eval_dtype":
-                                                                           cfg.eval_dtype}).pairwise(sens)
+                                                on_progress=tick, options=ptq).pairwise(sens)
         sought = None
         if cfg.target is not None:
             with stages.stage(f"target {cfg.target}", cfg.max_evals) as tick:
                 sought = seek_target(store, study, ctx, sens, parse_target(cfg.target), cfg.minimise, cfg.allocator,
                                      cfg.target_tol, cfg.max_evals, cfg.workers, on_progress=tick,
-                                     pairwise=pairwise)
+                                     pairwise=pairwise, options=ptq)
             done = EvaluateResult(sought.evaluated, sought.skipped)
         else:
             with stages.stage("allocate", cfg.points) as tick:
                 policies = save_candidates(store, study, ctx, plan_candidates(
                     ctx, sens, cfg.allocator, cfg.points, cfg.baselines, on_progress=tick, pairwise=pairwise))
             todo = len([p for p in policies if p.id not in store.evaluated_ids(study)])
-            with stages.stage("evaluate", todo) as tick:
+            with stages.stage("evaluate" if cfg.quantizer == "rtn" else f"evaluate {cfg.quantizer}", todo) as tick:
                 done = evaluate(store, study, ctx.spec, ctx.cm, policies, "ptq", workers=cfg.workers, on_progress=tick,
-                                options={"device": device, "eval_dtype": cfg.eval_dtype})
+                                options=ptq)
             if cfg.repair:
                 with stages.stage("repair", cfg.repair) as tick:
                     done.evaluated += repair(store, study, ctx, sens, cfg.repair, pairwise, workers=cfg.workers,
-                                             on_progress=tick, options={"device": device,
-                                                                        "eval_dtype": cfg.eval_dtype}).evaluated
+                                             on_progress=tick, options=ptq).evaluated
         refined = 0
         if cfg.refine:
             with stages.stage("refine" if cfg.refine_mode == "ptq" else f"refine {cfg.refine_mode}", cfg.refine) as tick:
                 refined = refine(store, study, ctx, cfg.refine, cfg.refine_mode, cfg.workers, cfg.seed,
-                                 cfg.refine_sampler, on_progress=tick).evaluated
+                                 cfg.refine_sampler, on_progress=tick, options=ptq).evaluated
     return SearchResult(store.get_study(study_name), front(store, study), done.evaluated, done.skipped,
                         dict(stages.times), refined, None if sought is None else sought.to_dict())
+
+
+def check_quantizer(study: StudyInfo, quantizer: str) -> None:
+    """Refuse to resume ``study`` with another quantizer than its evaluations used (reads only).
+
+    Example:
+        >>> check_quantizer(store.get_study("s"), "gptq")   # doctest: +SKIP
+        Traceback (most recent call last):
+        autocomp.errors.AutocompError: study 's' was evaluated with quantizer 'rtn', not 'gptq': ...
+    """
+    import shlex
+
+    stored = study.config.get("quantizer", "rtn")
+    if stored != quantizer:
+        raise AutocompError(f"study {study.name!r} was evaluated with quantizer {stored!r}, not {quantizer!r}: "
+                            f"resume it with --quantizer {shlex.quote(stored)}, or pick another --study name")
+
+
+def proxy_options(proxy: str, quantizer: str) -> dict[str, Any]:
+    """The proxy's options for a search under ``quantizer``: it scores with that quantizer when it
+    has a ``quantizer`` option (so the allocator sees what will be evaluated), else none."""
+    return {"quantizer": quantizer} if quantizer != "rtn" and "quantizer" in get_proxy(proxy).config_dict() else {}
 
 
 def _auto_proxy(cfg: SearchConfig, store: Store, study: StudyInfo, stages: Stages) -> str:
@@ -266,7 +299,8 @@ def _auto_proxy(cfg: SearchConfig, store: Store, study: StudyInfo, stages: Stage
     if chosen:  # resumed study: keep the proxy its stored scores came from
         return chosen
     acfg = AuditConfig(model=cfg.model, samples=cfg.auto_samples, proxies=tuple(cfg.auto_proxies), space=cfg.space,
-                       seed=cfg.seed, workers=cfg.workers, address=cfg.address, data=cfg.data)
+                       seed=cfg.seed, workers=cfg.workers, address=cfg.address, data=cfg.data,
+                       quantizers=(cfg.quantizer,))   # audit what the study will evaluate
     rows = run_audit(acfg, store, f"{study.name}-audit", stages)
     chosen = best_proxy(rows)
     best = next(r for r in rows if r["proxy"] == chosen)

@@ -30,6 +30,12 @@ Sensitivity (HAWQ-V2): omega(l, c) = Tr(H_W)/n_W * ||C(W) - W||^2 + Tr(H_x) * MS
 where the activation term is the same estimate for the layer's input (its trace is taken for the
 mean loss of the batch, so the per-element squared error needs no further scaling).
 
+``quantizer`` (both proxies): the quantizer whose weights give ``C(W)``, as the evaluation will
+apply them (``rtn`` by default). Under a quantizer that uses calibration statistics (``gptq``,
+``awq``, bias correction), ``||C(W) - W||^2`` is the input-weighted output error of
+:mod:`autocomp.proxies._perturb` (the K-FAC form of the same Omega), computed in Ray parts of
+layers with the statistics collected once per part.
+
 Example:
     >>> from autocomp.proxies import get_proxy
     >>> sens = get_proxy("hessian_trace", max_probes=32).score(wl, layers, space)  # doctest: +SKIP
@@ -49,11 +55,12 @@ import torch
 from autocomp.errors import AutocompError
 from autocomp.modules import call_model, weight_of
 from autocomp.proxies._base import Part, Proxy, layer_groups
+from autocomp.proxies._omega import ACT, hawq_omega, layer_norms
 from autocomp.proxies._options import at_least, require
-from autocomp.proxies.zero_cost import act_mse, needs_act_quant, omega_table
+from autocomp.proxies._perturb import check_spec, is_default
+from autocomp.proxies.zero_cost import needs_act_quant
 from autocomp.sensitivity import Sensitivity
 
-ACT = "act:"  # prefix of the block holding a layer's input activation
 
 
 def probe(like: torch.Tensor, seed: int, batch: int, index: int) -> torch.Tensor:
@@ -429,20 +436,7 @@ def top_eigenvalues(model, loss_fn, batches, names, seed: int = 0, tol: float = 
     return out
 
 
-def hawq_omega(layers, space, model, calib, traces: dict[str, float], proxy: str,
-               layer_scores: dict[str, float]) -> Sensitivity:
-    """Omega = Tr(H_W)/n * ||C(W) - W||^2 (+ Tr(H_x) * MSE_act when activations are quantized)."""
-    mods = dict(model.named_modules())
-    per_w = {l.name: traces.get(l.name, 0.0) / max(weight_of(mods[l.name]).numel(), 1) for l in layers}
-
-    def term(n, c, dw, act) -> float:
-        v = per_w[n] * float((dw ** 2).sum())
-        if act is not None and ACT + n in traces:
-            lo, hi, sample = act
-            v += max(traces[ACT + n], 0.0) * act_mse(sample, lo, hi, int(c.a_bits))
-        return max(v, 0.0)
-
-    return Sensitivity(proxy, omega_table(layers, space, model, calib, term), layer_scores)
+PERTURB_GROUPS = 4   # layer groups of hessian_trace's perturbation parts (the trace parts are batches)
 
 
 def _needs_act(layers, space) -> bool:
@@ -454,11 +448,14 @@ class HessianTraceProxy(Proxy):
 
     Options: ``tol`` (relative, default 1e-2), ``max_probes`` (per batch, default 32),
     ``min_probes`` (default 8), ``seed``, ``estimator`` (``auto`` | ``hvp`` | ``ggn``, see the
-    module docstring), ``probe_chunk`` (probes per part of a single-batch run, default 4).
+    module docstring), ``probe_chunk`` (probes per part of a single-batch run, default 4),
+    ``quantizer`` (whose weights give ``C(W)``, default ``rtn``).
 
     Split: one part per calibration batch, each with its own stopping rule. With a single batch,
     parts of ``probe_chunk`` probes in probe order; :meth:`done` holds once the serial stopping
-    rule has fired, and :meth:`combine` keeps the probes the serial loop would have used.
+    rule has fired, and :meth:`combine` keeps the probes the serial loop would have used. Under
+    a quantizer other than ``rtn``, :data:`PERTURB_GROUPS` parts of layers come first, each
+    quantizing its layers with statistics it collects once.
     """
 
     name = "hessian_trace"
@@ -471,21 +468,28 @@ class HessianTraceProxy(Proxy):
         estimator: str = "auto"
         seed: int = 0
         probe_chunk: int = 4
+        quantizer: str = "rtn"
 
         def __post_init__(self) -> None:
             at_least(self, tol=0, max_probes=1, min_probes=1, probe_chunk=1)
             require(self.estimator in ESTIMATORS,
                     f"unknown estimator {self.estimator!r}: use one of {', '.join(ESTIMATORS)}")
+            check_spec(self.quantizer)
 
     def parts(self, workload, layers, space) -> list[Part]:
         o = self.config
+        # First, so that the early stop of the probe parts (a prefix) never drops them.
+        perturb = ([] if is_default(o.quantizer) else
+                   [Part("perturb", layers=p.layers) for p in layer_groups(layers, PERTURB_GROUPS)])
         if len(workload.calib) != 1:
-            return [Part("batch", batch=b) for b in range(len(workload.calib))]
-        return [Part("probes", batch=0, probes=tuple(range(i, min(i + o.probe_chunk, o.max_probes))))
-                for i in range(0, o.max_probes, o.probe_chunk)]
+            return perturb + [Part("batch", batch=b) for b in range(len(workload.calib))]
+        return perturb + [Part("probes", batch=0, probes=tuple(range(i, min(i + o.probe_chunk, o.max_probes))))
+                          for i in range(0, o.max_probes, o.probe_chunk)]
 
     def score_part(self, workload, layers, space, part: Part) -> dict[str, Any]:
         o = self.config
+        if part.kind == "perturb":
+            return {"norms": layer_norms(o.quantizer, workload, layers, space, part.layers)}
         names = [l.name for l in layers]
         batch = workload.calib[part.batch]
         acts = _needs_act(layers, space)
@@ -501,9 +505,12 @@ class HessianTraceProxy(Proxy):
         return vals, stop_index([sum(d.values()) for d in vals], self.config.tol, self.config.min_probes)
 
     def done(self, workload, layers, space, results) -> bool:
+        results = [r for r in results if "norms" not in r]
         return bool(results) and "values" in results[0] and self._kept(results)[1] is not None
 
     def combine(self, workload, layers, space, results) -> Sensitivity:
+        norms = {n: v for r in results if "norms" in r for n, v in r["norms"].items()}
+        results = [r for r in results if "norms" not in r]
         if results and "values" in results[0]:
             vals, k = self._kept(results)
             traces = reduce_probes(vals, k or len(vals))
@@ -514,14 +521,15 @@ class HessianTraceProxy(Proxy):
         mods = dict(model.named_modules())
         names = [l.name for l in layers]
         scores = {n: traces.get(n, 0.0) / max(weight_of(mods[n]).numel(), 1) for n in names}
-        return hawq_omega(layers, space, model, workload.calib, traces, self.name, scores)
+        return hawq_omega(layers, space, model, workload.calib, traces, self.name, scores, norms or None)
 
 
 class HessianEigProxy(Proxy):
     """HAWQ: top Hessian eigenvalue per layer (power iteration), times ||C(W) - W||^2.
 
     Options: ``tol`` (default 1e-3), ``max_iter`` (default 30), ``seed``, ``groups`` (layer
-    groups the work is split into, default 4). Activation choices are weighted by the layer's
+    groups the work is split into, default 4), ``quantizer`` (whose weights give ``C(W)``,
+    default ``rtn``; each group quantizes its own layers). Activation choices are weighted by the layer's
     weight eigenvalue times the activation MSE (a stand-in: HAWQ defines no activation eigenvalue).
     """
 
@@ -533,20 +541,26 @@ class HessianEigProxy(Proxy):
         max_iter: int = 30
         seed: int = 0
         groups: int = 4
+        quantizer: str = "rtn"
 
         def __post_init__(self) -> None:
             at_least(self, tol=0, max_iter=1, groups=1)
+            check_spec(self.quantizer)
 
     def parts(self, workload, layers, space) -> list[Part]:
         return layer_groups(layers, self.config.groups)
 
     def score_part(self, workload, layers, space, part: Part) -> dict[str, Any]:
         o = self.config
-        return {"eigs": top_eigenvalues(workload.model(), workload.loss, workload.calib, list(part.layers), o.seed,
-                                        o.tol, o.max_iter)}
+        out = {"eigs": top_eigenvalues(workload.model(), workload.loss, workload.calib, list(part.layers), o.seed,
+                                       o.tol, o.max_iter)}
+        if not is_default(o.quantizer):
+            out["norms"] = layer_norms(o.quantizer, workload, layers, space, part.layers)
+        return out
 
     def combine(self, workload, layers, space, results) -> Sensitivity:
         found = {k: v for r in results for k, v in r["eigs"].items()}
+        norms = {k: v for r in results for k, v in r.get("norms", {}).items()}
         names = [l.name for l in layers]
         eigs = {n: found[n] for n in names if n in found}
         check_finite(eigs, "the top Hessian eigenvalue")
@@ -557,7 +571,7 @@ class HessianEigProxy(Proxy):
         if _needs_act(layers, space):
             for n in names:
                 traces[ACT + n] = max(eigs.get(n, 0.0), 0.0)
-        return hawq_omega(layers, space, model, workload.calib, traces, self.name, dict(eigs))
+        return hawq_omega(layers, space, model, workload.calib, traces, self.name, dict(eigs), norms or None)
 
 
 def check_finite(values: dict[str, float], what: str) -> None:

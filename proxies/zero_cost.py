@@ -10,6 +10,7 @@ from autocomp.calibrate import activation_stats
 from autocomp.modules import call_model, capture_inputs, output_first, weight_of
 from autocomp.proxies._base import Proxy
 from autocomp.proxies._options import ChunkOptions
+from autocomp.proxies._perturb import check_spec, is_default, perturbation_norms
 from autocomp.quant import compress_weight, fake_quant_act, is_float
 from autocomp.sensitivity import Sensitivity
 
@@ -155,11 +156,26 @@ class FisherProxy(Proxy):
 
 
 class QuantMSEProxy(Proxy):
-    """Plain weight compression error ||C(W) - W||^2 (no layer weighting): a baseline."""
+    """Plain weight compression error ||C(W) - W||^2 (no layer weighting): a baseline.
+
+    Options: ``quantizer`` (whose weights give ``C(W)``, default ``rtn``; under one that uses
+    calibration statistics, the input-weighted error of :mod:`autocomp.proxies._perturb`).
+    """
 
     name = "quant_mse"
 
+    @dataclass(frozen=True)
+    class Options:
+        quantizer: str = "rtn"
+
+        def __post_init__(self) -> None:
+            check_spec(self.quantizer)
+
     def score(self, workload, layers, space) -> Sensitivity:
+        if not is_default(self.config.quantizer):
+            omega = perturbation_norms(self.config.quantizer, workload.model(), layers, space.choices(layers),
+                                       workload.calib)
+            return Sensitivity(self.name, omega, {l.name: 1.0 for l in layers})
         omega = omega_table(layers, space, workload.model(), workload.calib,
                             lambda n, c, dw, act: float((dw ** 2).sum()), acts=False)
         return Sensitivity(self.name, omega, {l.name: 1.0 for l in layers})

@@ -56,7 +56,7 @@ class ILPAllocator(Allocator):
         if s not in ("highs", "cbc"):
             raise AutocompError(f"unknown ILP solver {s!r}: use auto, highs or cbc")
         if s == "highs" and not _highs.available():
-            raise AutocompError("solver 'highs' needs highspy: pip install 'autocomp[highs]'")
+            raise AutocompError("solver 'highs' needs highspy, a dependency of autocomp that is missing: pip install highspy")
         return s
 
     def _cbc(self, warm: bool):

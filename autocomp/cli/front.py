@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from autocomp.cli._common import (DB_OPTION, EVALUATION_KINDS, cost_names, fail, guarded, read_store, study_name,
+from autocomp.cli._common import (DB_OPTION, EVALUATION_KINDS, cost_names, guarded, read_store, study_name,
                                   writable_output)
 from autocomp.cli.tables import print_front
 
@@ -37,7 +37,8 @@ def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[
     if as_json:
         target = {"target": st.config["target_result"]} if st.config.get("target_result") else {}
         typer.echo(json.dumps({"study": study, "status": st.status, "fp32": st.config.get("fp32", {}),
-                               "points": pts, **target}, indent=1, default=str))
+                               "quantizer": st.config.get("quantizer", "rtn"), "points": pts, **target},
+                              indent=1, default=str))
     else:
         print_front(study, pts, st.config)
 
@@ -45,22 +46,19 @@ def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[
 @front_app.command("export")
 @guarded
 def export_cmd(study: str = typer.Argument(...), policy_id: str = typer.Argument(..., help="Policy id (a unique prefix is enough)."),
-               output: Path = typer.Option(..., "-o", "--output", help="Where to write the policy JSON."),
+               output: Path = typer.Option(..., "-o", "--output", help="Where to write: a file (policy), a directory (checkpoint)."),
+               fmt: str = typer.Option("policy", "--format", "-f", help="policy (JSON), checkpoint (safetensors + manifest), ..."),
+               force: bool = typer.Option(False, "--force", help="Replace an output directory that is not empty."),
+               model: Optional[str] = typer.Option(None, "--model", "-m", help="The model to export from (default: the study's, if built-in or trusted)."),
+               trust_stored_model: bool = typer.Option(False, "--trust-stored-model", help="Import the model spec stored in the study (runs its code)."),
+               apply: bool = typer.Option(False, "--apply", help="torchao: also quantize the model with torchao and save it (safetensors)."),
                db: Optional[str] = DB_OPTION) -> None:
-    """Write one policy as versioned JSON (``autocomp.policy.Policy.from_dict`` reads it back)."""
-    from autocomp.policy import Policy
+    """Write one policy: as versioned JSON (``Policy.from_dict`` reads it back), or as a compressed
+    checkpoint directory (``autocomp.load_compressed(DIR, factory)`` reads it back)."""
+    from autocomp.stages.export import export_policy
 
     study_name(study)
-    writable_output(output)
-    store = read_store(db)
-    p = store.get_policy(store.get_study(study), policy_id)
-    policy = Policy.from_dict(p.policy)
-    doc = {**policy.to_dict(), "study": study, "source": p.source, "label": p.label, "costs": p.costs}
-    try:
-        output.write_text(json.dumps(doc, indent=1))
-    except OSError as e:
-        fail(f"cannot write {output}: {e.strerror}")
-    typer.echo(f"wrote policy {policy.id} ({len(policy)} layers) to {output}")
+    typer.echo(export_policy(read_store(db), study, policy_id, fmt, output, force, model, trust_stored_model, apply))
 
 
 @front_app.command("plot")

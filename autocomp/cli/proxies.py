@@ -31,6 +31,10 @@ def audit_cmd(
     db: Optional[str] = DB_OPTION,
     proxy: Optional[List[str]] = typer.Option(None, "--proxy", help="Proxies to audit (repeatable) [default: all]."),
     space: str = typer.Option("mixed_precision", "--space", help="Search space: built-in name or YAML file."),
+    quantizer: Optional[List[str]] = typer.Option(
+        None, "--quantizer", "-q",
+        help="Quantizers the policies are evaluated with (repeatable or a comma list; rtn, gptq, "
+             "awq+bias_correction, ...): a row per proxy and quantizer [default: rtn]."),
     data: str = typer.Option("real", "--data", help="Calibration data for the proxies: real or distilled (ZeroQ)."),
     address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray workers (default: one per CPU)."),
@@ -45,8 +49,9 @@ def audit_cmd(
     at_least(samples, "--samples", 2)
     at_least(workers, "--workers")
     name = study_name(study) if study else default_study_name(f"audit-{model}")
+    quantizers = split_specs(quantizer) or ("rtn",)
     cfg = AuditConfig(model=model, samples=samples, proxies=tuple(proxy or ()), space=space, seed=seed,
-                      workers=workers, address=address, data=data)
+                      workers=workers, address=address, data=data, quantizers=quantizers)
     store = Store(db)
     stages = RichStages()
     try:
@@ -61,9 +66,29 @@ def audit_cmd(
     from rich.table import Table
 
     t = Table(title=escape(f"proxy audit of {model!r}: {samples} policies, data={data} (study {name!r})"))
-    for col in ("proxy", "spearman", "kendall", "seconds"):
-        t.add_column(col, justify="left" if col == "proxy" else "right")
+    for col in ("proxy", "quantizer", "spearman", "kendall", "seconds"):
+        t.add_column(col, justify="left" if col in ("proxy", "quantizer") else "right")
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
     for r in rows:
-        t.add_row(r["proxy"], fmt(r["spearman"]), fmt(r["kendall"]), f"{r['seconds']:.1f}")
+        t.add_row(escape(r["proxy"]), escape(r["quantizer"]), fmt(r["spearman"]), fmt(r["kendall"]),
+                  f"{r['seconds']:.1f}")
     Console(width=120).print(t)
+
+
+def split_specs(values: Optional[List[str]]) -> tuple[str, ...]:
+    """``--quantizer`` values, each possibly a comma list, as specs (commas inside options kept).
+
+    Example:
+        >>> split_specs(["rtn,gptq(act_order=True, damp=0.02)", "awq+bias_correction"])
+        ('rtn', 'gptq(act_order=True, damp=0.02)', 'awq+bias_correction')
+    """
+    out: list[str] = []
+    for v in values or ():
+        depth, start = 0, 0
+        for i, ch in enumerate(v):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                out.append(v[start:i].strip())
+                start = i + 1
+        out.append(v[start:].strip())
+    return tuple(out)

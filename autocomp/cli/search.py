@@ -32,6 +32,7 @@ def search_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", help="Evaluator actors (default: one per CPU)."),
     device: str = typer.Option("auto", "--device", help="Proxy tasks and evaluator actors: auto (cuda when the Ray cluster reports GPUs), cpu, cuda."),
     eval_dtype: str = typer.Option("float32", "--eval-dtype", help="Evaluation precision (autocast): float32, float16, bfloat16."),
+    quantizer: str = typer.Option("rtn", "--quantizer", help="How weights become codes: rtn (round-to-nearest), gptq, awq, ...; options as gptq(act_order=True); compositions as gptq+bias_correction."),
     seed: int = typer.Option(0, "--seed"),
     refine: int = typer.Option(0, "--refine", help="Optuna refinement evaluations after the sweep (resumable; 0: none)."),
     refine_mode: str = typer.Option("ptq", "--refine-mode", help="ptq: PTQ on Ray actors; qat: QAT as Ray Tune trials."),
@@ -59,7 +60,7 @@ def search_cmd(
                        refine_mode=refine_mode, refine_sampler=refine_sampler,
                        latency_table=latency_table, target=target, minimise=minimise, target_tol=target_tol,
                        max_evals=max_evals, interactions=interactions, repair=repair, device=device,
-                       eval_dtype=eval_dtype)
+                       eval_dtype=eval_dtype, quantizer=quantizer)
     name = study_name(study) if study else default_study_name(model, f"{dt.datetime.now():%Y%m%d-%H%M%S}")
     check_config(cfg)  # before the database file is opened (or created)
     store = Store(db)

@@ -39,6 +39,7 @@ def print_front(study: str, points: Sequence[dict[str, Any]], config: dict, cons
         t.add_row(p["policy_id"], kind, f"{p['quality']:.4f}", change_vs_fp32(p, points), *_cost_cells(p, fp), *kernel, escape(str(p.get("label", ""))))
     console.print(t)
     console.print("baseline* = a uniform baseline no searched policy dominates")
+    console.print(escape(f"quantizer: {config.get('quantizer', 'rtn')}"))
     if config.get("target_result"):
         console.print(escape(target_line(config["target_result"])))
 

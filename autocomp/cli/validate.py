@@ -36,6 +36,7 @@ def validate_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the timings (default: PyTorch's)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The model to validate on (default: the study's, if built-in or trusted)."),
     trust_stored_model: bool = typer.Option(False, "--trust-stored-model", help="Import the model spec stored in the study (runs its code)."),
+    backend: str = typer.Option("autocomp", "--backend", help="autocomp (its kernels), or torchao: also torchao's kernels, side by side."),
 ) -> None:
     """Run policies on low-bit kernels: error vs the simulation, latency vs fp32; stored in the study."""
     from rich.console import Console
@@ -66,8 +67,23 @@ def validate_cmd(
         for note in rep.notes():  # layers no kernel takes (embeddings, zero points), each with why
             console.print(escape(f"  {note}"))
 
+    if backend not in ("autocomp", "torchao"):
+        from autocomp.errors import AutocompError
+
+        raise AutocompError(f"unknown --backend {backend!r}: use autocomp or torchao")
+    if backend == "torchao":
+        from autocomp.kernels.torchao_backend import require_torchao
+
+        require_torchao()
+    compared: list = []
     with _threads(threads):
-        reports = validate_study(store, study, policy or None, device, repeats, on_report=show, model=spec)
+        reports = validate_study(store, study, policy or None, device, repeats, on_report=show, model=spec,
+                                 backend=backend, on_compare=compared.append)
+    if compared:
+        from autocomp.cli.torchao_table import backend_tables
+
+        for table in backend_tables(compared):
+            console.print(table)
     for r in reports:
         t.add_row(r.policy_id, r.device, " ".join(f"{k}:{v}" for k, v in sorted(r.backends().items())) or "float",
                   f"{r.max_rel_err:.2e}", "yes" if r.ok else "NO", f"{r.latency * 1e3:.3g} ms",

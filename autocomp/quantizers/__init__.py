@@ -36,6 +36,10 @@ __all__ = ["STATS", "LayerResult", "LayerStats", "NoQuantizerOptions", "Quantize
 
 _REGISTRY: Registry[type[Quantizer]] = Registry("quantizer", {
     "rtn": "autocomp.quantizers.rtn:RTNQuantizer",
+    "gptq": "autocomp.quantizers.gptq:GPTQQuantizer",
+    "awq": "autocomp.quantizers.awq:AWQQuantizer",
+    "bias_correction": "autocomp.quantizers.bias_correction:BiasCorrection",
+    "adaround": "autocomp.quantizers.adaround:AdaRoundQuantizer",
 })
 
 
@@ -56,5 +60,10 @@ def quantizer_class(name: str) -> type[Quantizer]:
 
 
 def get_quantizer(name: str, **options: Any) -> Quantizer:
-    """The quantizer registered as ``name``, built with ``options``."""
+    """The quantizer registered as ``name``, built with ``options``; ``name`` may also be a
+    composed spec such as ``awq(clip=False)+bias_correction`` (see :mod:`.compose`)."""
+    if "+" in name or "(" in name:
+        from autocomp.quantizers.compose import build
+
+        return build(name, **options)
     return quantizer_class(name)(**options)

@@ -61,10 +61,14 @@ class LayerResult:
     Attributes:
         weight: the new weight, output channels first, representable in the choice's format.
         bias_delta: added to the layer's bias (created if the layer has none), e.g. bias correction.
+        input_scale: ``[K]`` per-input-column scale ``s`` (AWQ), or None: then ``weight * s`` (each
+            input column ``k`` times ``s[k]``) is what is representable in the choice's format, and
+            the layer's input is divided by ``s`` before the kernel runs (see :mod:`.awq`).
     """
 
     weight: torch.Tensor
     bias_delta: torch.Tensor | None = None
+    input_scale: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -109,12 +113,15 @@ class Quantizer:
 
     def apply(self, model: torch.nn.Module, policy: Policy,
               act_ranges: Mapping[str, Mapping[int, tuple[float, float]]] | None = None,
-              stats: Mapping[str, LayerStats] | None = None) -> torch.nn.Module:
+              stats: Mapping[str, LayerStats] | None = None,
+              batches: Iterable[Any] | None = None) -> torch.nn.Module:
         """A compressed copy of ``model`` following ``policy`` with this quantizer.
 
         Args:
             act_ranges: as for :func:`autocomp.policy.apply` (needed when inputs are quantized).
             stats: :func:`collect_stats` of the float model for :attr:`needs` (``{}`` when none).
+            batches: calibration batches for :meth:`finalize` (model-level passes such as
+                BatchNorm re-estimation); None skips it.
         """
         out = copy.deepcopy(model)
         for name, choice, mod in policy_modules(out, policy):
@@ -126,7 +133,13 @@ class Quantizer:
             rng = None if is_embedding(mod) else input_range(act_ranges, name, choice)
             if rng is not None:
                 mod.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
+        if batches is not None:
+            self.finalize(out, policy, batches)
         return out
+
+    def finalize(self, model: torch.nn.Module, policy: Policy, batches: Iterable[Any]) -> None:
+        """A model-level pass over the compressed ``model`` (in place) once every layer is set,
+        e.g. BatchNorm re-estimation; called by :meth:`apply` when it gets ``batches``. None here."""
 
 
 def add_bias(module: torch.nn.Module, delta: torch.Tensor) -> None:

@@ -37,12 +37,15 @@ def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies:
              evaluator: str = "ptq", options: Mapping[str, Any] | None = None, workers: int | None = None,
              on_progress: Callable[[int], None] | None = None, kind: str | None = None,
              pool: Any = None) -> EvaluateResult:
-    """Evaluate what is missing and store it (kind: the evaluator's name unless given).
+    """Evaluate what is missing and store it (kind: the evaluator's name unless given; the store
+    files kind ``ptq`` under the study's quantizer, ``ptq:<spec>``, see
+    :func:`~autocomp.store.repository.ptq_kind`).
 
     Args:
         spec: the workload's ``--model`` string (each actor loads it once).
         cm: the cost model whose costs are stored beside each result.
         policies: the policies to cover (default: every policy the study stores).
+        options: the evaluator's options (``ptq``: device, eval_dtype, quantizer).
         pool: an open :class:`~autocomp.workers.pool.EvaluatorPool` to reuse across calls (a
             caller evaluating in rounds keeps its actors warm); default: one for this call.
 

@@ -9,7 +9,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from autocomp.errors import AutocompError
 from autocomp.evaluators import evaluator_class
@@ -38,8 +38,9 @@ def check_refine(n: int, evaluator: str, sampler: str) -> None:
 
 def refine(store: Store, study: StudyInfo, ctx: StudyContext, n: int, evaluator: str = "ptq",
            workers: int | None = None, seed: int = 0, sampler: str = "auto",
-           on_progress: Callable[[int], None] | None = None):
-    """Refine study ``study`` until it holds ``n`` refinement evaluations of ``evaluator``.
+           on_progress: Callable[[int], None] | None = None, options: Mapping[str, Any] | None = None):
+    """Refine study ``study`` until it holds ``n`` refinement evaluations of ``evaluator``
+    (``options``: the PTQ evaluator's, as the search's; QAT trials take their own).
 
     Returns:
         An :class:`autocomp.refine.RefineResult`.
@@ -57,7 +58,7 @@ def refine(store: Store, study: StudyInfo, ctx: StudyContext, n: int, evaluator:
     else:
         from autocomp.refine import refine as refine_ptq
 
-        res = refine_ptq(store, study, workers=workers, **common)
+        res = refine_ptq(store, study, workers=workers, options=options, **common)
     if res.failures:
         raise IncompleteRun(f"{len(res.failures)} refinement evaluation(s) failed ({res.failures[0]}); stored "
                             "results are kept")

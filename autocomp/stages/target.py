@@ -66,8 +66,9 @@ class TargetResult:
 class _Prober:
     """Stores, evaluates (one pool, started only when something is missing) and judges probes."""
 
-    def __init__(self, store: Store, study: StudyInfo, ctx: StudyContext, workers: int | None):
-        self.store, self.study, self.ctx, self.workers = store, study, ctx, workers
+    def __init__(self, store: Store, study: StudyInfo, ctx: StudyContext, workers: int | None,
+                 options: dict[str, Any] | None = None):
+        self.store, self.study, self.ctx, self.workers, self.options = store, study, ctx, workers, options
         self.pool: Any = None
         self.evaluated = self.skipped = 0
 
@@ -75,7 +76,7 @@ class _Prober:
         from autocomp.workers.pool import EvaluatorPool
 
         if self.pool is None and pending(self.store, self.study, policies):
-            self.pool = EvaluatorPool(self.ctx.spec, "ptq", workers=self.workers)
+            self.pool = EvaluatorPool(self.ctx.spec, "ptq", self.options, workers=self.workers)
         done = evaluate(self.store, self.study, self.ctx.spec, self.ctx.cm, policies, pool=self.pool)
         self.evaluated += done.evaluated
         self.skipped += done.skipped
@@ -90,9 +91,10 @@ class _Prober:
 def seek_target(store: Store, study: StudyInfo, ctx: StudyContext, sens: Sensitivity, target: Target,
                 minimise: str = "size", allocator: str = "ilp", tol: float = 0.02, max_evals: int = 12,
                 workers: int | None = None, on_progress: Callable[[int], None] | None = None,
-                pairwise: PairTerms | None = None) -> TargetResult:
+                pairwise: PairTerms | None = None, options: dict[str, Any] | None = None) -> TargetResult:
     """Bisect the allocator's bound on ``minimise`` for the cheapest policy meeting ``target``
-    (``pairwise``: measured interaction terms the allocator adds, as in a search).
+    (``pairwise``: measured interaction terms the allocator adds, as in a search; ``options``: the
+    PTQ evaluator's, as the search's).
 
     Stores every probe and the result (``target_result`` in the study config).
 
@@ -117,7 +119,7 @@ def seek_target(store: Store, study: StudyInfo, ctx: StudyContext, sens: Sensiti
                                                "budget": a.budget.to_dict()})
         return a
 
-    prober = _Prober(store, study, ctx, workers)
+    prober = _Prober(store, study, ctx, workers, options)
     probes: list[dict[str, Any]] = []
 
     def probe(pol: Policy, bound: float, quality: float) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def model_spec_to_run(stored: str | None, model: str | None = None, trust_stored
 
 def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = None, device: str = "auto",
                    repeats: int = 20, on_report: Callable[[ValidationReport], None] | None = None,
-                   model: str | None = None, trust_stored_model: bool = False) -> list[ValidationReport]:
+                   model: str | None = None, trust_stored_model: bool = False, backend: str = "autocomp",
+                   on_compare: Callable | None = None) -> list[ValidationReport]:
     """Validate a study's front (or ``policy_ids``) and write the figures into its evaluations.
 
     The model is ``model`` when given, else the study's stored spec: a built-in, or any other
@@ -59,8 +60,16 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
 
     Each report is persisted as soon as it is measured (``Store.update_evaluation`` on the
     ``ptq`` evaluation: ``latency`` in seconds, plus ``latency_ms``, ``speedup``,
-    ``kernel_max_rel_err``, ``device`` ...).
+    ``kernel_max_rel_err``, ``device`` ...). ``backend="torchao"`` also runs each policy on torchao's
+    kernels (:func:`autocomp.kernels.torchao_backend.compare_backends`, same device, same run),
+    stores the ``torchao_*`` figures and passes each comparison to ``on_compare``.
     """
+    if backend not in ("autocomp", "torchao"):
+        raise AutocompError(f"unknown validation backend {backend!r}: use autocomp or torchao")
+    if backend == "torchao":
+        from autocomp.kernels.torchao_backend import require_torchao
+
+        require_torchao()
     dev = resolve_device(device)
     study = store.get_study(study_name)
     spec = model_spec_to_run(study.config.get("model"), model, trust_stored_model)
@@ -95,6 +104,13 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
         fields = rep.store_fields()
         if info.policy_id in estimated:
             fields["latency_table_ms"] = estimated[info.policy_id] * 1e3
+        if backend == "torchao":
+            from autocomp.kernels.torchao_backend import compare_backends
+
+            cmp = compare_backends(model, pol, ranges, sample, dev, repeats)
+            fields.update(cmp.store_fields())
+            if on_compare is not None:
+                on_compare(cmp)
         store.update_evaluation(study, info.policy_id, kind="ptq", **fields)
         reports.append(rep)
         if on_report is not None:

@@ -7,6 +7,7 @@ flight. Errors that come from the database's reachability or permissions become 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import json
 import os
@@ -101,6 +102,27 @@ class StudyInfo:
     config: dict
     created_at: Any
     updated_at: Any
+
+
+def ptq_kind(quantizer: str | None = None) -> str:
+    """The evaluation kind a study's PTQ results are stored under: ``ptq`` with ``rtn`` (as every
+    study stored before quantizers existed), ``ptq:<spec>`` with another quantizer (a hash of the
+    spec past the column's 32 characters), so evaluations of two quantizers never mix. The store
+    reads and writes kind ``ptq`` as the study's own (its config's ``quantizer``).
+
+    Example:
+        >>> ptq_kind(), ptq_kind("rtn"), ptq_kind("gptq+bias_correction")
+        ('ptq', 'ptq', 'ptq:gptq+bias_correction')
+    """
+    spec = (quantizer or "rtn").strip()
+    if spec == "rtn":
+        return "ptq"
+    kind = f"ptq:{spec}"
+    return kind if len(kind) <= 32 else f"ptq:{hashlib.sha1(spec.encode()).hexdigest()[:12]}"
+
+
+def _kind(study: "StudyInfo", kind: str) -> str:
+    return ptq_kind(study.config.get("quantizer")) if kind == "ptq" else kind
 
 
 @dataclass(frozen=True)
@@ -390,7 +412,7 @@ class Store:
         costs = dict(metrics.costs)
         columns = {c: _finite(costs.pop(c, None)) for c in COST_COLUMNS}
         extra = {**metrics.extras, _OTHER_COSTS: costs} if costs else dict(metrics.extras)
-        row = EvaluationRow(study_id=study.id, policy_id=metrics.policy_id, kind=kind,
+        row = EvaluationRow(study_id=study.id, policy_id=metrics.policy_id, kind=_kind(study, kind),
                             quality=float(metrics.quality), quality_metric=metrics.quality_metric, **columns,
                             extra=_clean_json(extra), seconds=_finite(metrics.seconds))
         try:
@@ -403,6 +425,7 @@ class Store:
     def update_evaluation(self, study: StudyInfo, policy_id: str, kind: str = "ptq", **fields: Any) -> None:
         """Change a stored evaluation: ``quality``, ``quality_metric`` and the cost columns are
         set; any other field is merged into ``extra`` (e.g. kernel validation figures)."""
+        kind = _kind(study, kind)
         with self.session() as s:
             row = s.scalar(select(EvaluationRow).where(EvaluationRow.study_id == study.id,
                                                        EvaluationRow.policy_id == policy_id,
@@ -422,13 +445,13 @@ class Store:
     def evaluated_ids(self, study: StudyInfo, kind: str = "ptq") -> set[str]:
         with self.session() as s:
             return set(s.scalars(select(EvaluationRow.policy_id).where(EvaluationRow.study_id == study.id,
-                                                                       EvaluationRow.kind == kind)))
+                                                                       EvaluationRow.kind == _kind(study, kind))))
 
     def list_evaluations(self, study: StudyInfo, kind: str | None = "ptq") -> list[EvaluationInfo]:
         with self.session() as s:
             q = select(EvaluationRow).where(EvaluationRow.study_id == study.id)
             if kind is not None:
-                q = q.where(EvaluationRow.kind == kind)
+                q = q.where(EvaluationRow.kind == _kind(study, kind))
             return [EvaluationInfo(r.policy_id, r.kind, r.quality, r.quality_metric, r.size, r.bitops, r.avg_bits,
                                    r.latency, _restore_json(dict(r.extra or {})), r.seconds)
                     for r in s.scalars(q.order_by(EvaluationRow.id))]

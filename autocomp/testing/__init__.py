@@ -13,6 +13,8 @@ own built-ins pass:
                          in the workload's quality metric, reproducible, rebuilt from options
 :class:`CostMetricContract`  ``metric = "name"``: vectorised == scalar costs, fp32, units,
                          formats, and budgets the allocators keep
+:class:`QuantizerContract`  ``quantizer = "name"``: weights in the choice's format (codes in
+                         range, scales per group), exact pruning, deterministic, model untouched
 =======================  =====================================================================
 
 Needs the ``test`` extra (``pip install 'autocomp[test]'``: pytest and hypothesis). Proxy and
@@ -40,11 +42,13 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
 
 # Plain asserts in these modules then fail with pytest's introspection, as in a test module.
 pytest.register_assert_rewrite("autocomp.testing.allocators", "autocomp.testing.costs",
-                               "autocomp.testing.evaluators", "autocomp.testing.proxies")
+                               "autocomp.testing.evaluators", "autocomp.testing.proxies",
+                               "autocomp.testing.quantizers")
 
 from autocomp.testing.allocators import AllocatorContract  # noqa: E402
 from autocomp.testing.costs import CostMetricContract  # noqa: E402
 from autocomp.testing.evaluators import EvaluatorContract  # noqa: E402
 from autocomp.testing.proxies import ProxyContract  # noqa: E402
+from autocomp.testing.quantizers import QuantizerContract  # noqa: E402
 
-__all__ = ["AllocatorContract", "CostMetricContract", "EvaluatorContract", "ProxyContract"]
+__all__ = ["AllocatorContract", "CostMetricContract", "EvaluatorContract", "ProxyContract", "QuantizerContract"]

@@ -19,7 +19,8 @@ TOY = f"{Path(__file__).with_name('_toy.py')}:WeightOnly"
 class TestPTQ(EvaluatorContract):
     evaluator = "ptq"
     bad_options = [({"act_bits": ()}, "act_bits"), ({"act_bits": (8, 40)}, "act_bits"),
-                   ({"act_bits": ("8",)}, "act_bits")]
+                   ({"act_bits": ("8",)}, "act_bits"), ({"quantizer": "nope"}, "quantizer"),
+                   ({"quantizer": "rtn+"}, "quantizer")]
 
     def test_harsh_policies_lose_quality_on_digits(self, scored, workload):
         qm = get_quality_metric(workload.quality)

@@ -62,7 +62,7 @@ class TestLRP(ProxyContract):
 class TestQuantMSE(ProxyContract):
     proxy = "quant_mse"
     monotone_in_bits = True
-    bad_options = [({"chunk": 1}, r"unknown option 'chunk' \(options: none\)")]
+    bad_options = [({"chunk": 1}, r"unknown option 'chunk' \(options: quantizer\)")]
 
 
 class TestSnip(ProxyContract):
@@ -181,7 +181,8 @@ def test_ints_are_accepted_as_floats_and_the_defaults_are_todays():
     p = get_proxy("hessian_trace", tol=1)
     assert p.config.tol == 1.0 and isinstance(p.config.tol, float)
     assert get_proxy("hessian_trace").config_dict() == {"tol": 1e-2, "max_probes": 32, "min_probes": 8,
-                                                        "estimator": "auto", "seed": 0, "probe_chunk": 4}
+                                                        "estimator": "auto", "seed": 0, "probe_chunk": 4,
+                                                        "quantizer": "rtn"}
     assert get_proxy("lrp").config_dict() == {"rule": "epsilon", "eps": 1e-6, "gamma": 0.25}
 
 

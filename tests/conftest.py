@@ -7,6 +7,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("AUTOCOMP_CACHE", str(Path.home() / ".cache" / "autocomp"))
+# Without CUDA the Triton kernels run in Triton's interpreter, which must be on before triton is
+# first imported; torchao (tests/export) imports triton while the test modules are collected.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -65,7 +65,7 @@ def search_cmd(
     check_config(cfg)  # before the database file is opened (or created)
     store = Store(db)
     stages = RichStages()
-    _record_signals()
+    restore = _record_signals()
     try:
         # Ray (cluster events such as "Raylet is terminated") and native solvers (banners) print
         # on stdout: keep stdout for the result (--json must parse), the rest goes to stderr.
@@ -79,6 +79,8 @@ def search_cmd(
         # its echo (e.g. a database call it cut short), not a second failure to report.
         fail(f"interrupted; stored results are kept: resume with `{cfg.resume_command(name)}`",
              143 if isinstance(e, Terminated) or signal.SIGTERM in SIGNALS else 130)
+    finally:
+        restore()
     stages.close()
     if as_json:
         doc = {"study": name, "front": result.front, **({"target": result.target} if target is not None else {})}
@@ -94,10 +96,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: the study is marked interrupted and the resume command printed."""
 
 
-def _record_signals() -> None:
+def _record_signals() -> Callable[[], None]:
     """SIGINT and SIGTERM raise as Ctrl-C does, and are recorded (:func:`note_signal`) so that an
-    interrupt a driver swallows still ends the run as interrupted."""
-    from autocomp.stages.status import note_signal
+    interrupt a driver swallows still ends the run as interrupted. Returns what puts the
+    previous handlers back (an embedding process, or a test calling the CLI, keeps its own)."""
+    from autocomp.stages.status import SIGNALS, note_signal
+
+    SIGNALS.clear()   # a signal an earlier command of this process saw is not this one's
 
     def on_sigint(signum: int, _frame: object) -> None:
         note_signal(signum)
@@ -108,11 +113,18 @@ def _record_signals() -> None:
         raise Terminated(f"signal {signum}")
 
     try:
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        if saved[signal.SIGINT] is signal.default_int_handler:   # a host's own handler is kept
             signal.signal(signal.SIGINT, on_sigint)
         signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread (embedded use): leave the defaults
-        pass
+        return lambda: None
+
+    def restore() -> None:
+        for s, h in saved.items():
+            if h is not None:
+                signal.signal(s, h)
+    return restore
 
 
 @contextlib.contextmanager

@@ -65,7 +65,8 @@ def test_an_interrupt_a_driver_swallows_still_ends_as_interrupted(study, monkeyp
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     store, st = study
     try:
-        _record_signals()
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a fresh CLI process
+        restore = _record_signals()
         with pytest.raises(KeyboardInterrupt) as info:
             with tracked(store, st, resume="autocomp search --study s"):
                 try:
@@ -74,6 +75,8 @@ def test_an_interrupt_a_driver_swallows_still_ends_as_interrupted(study, monkeyp
                     raise AssertionError("SIGINT did not raise")
                 except KeyboardInterrupt:
                     raise StoreError("database error on postgresql://u@h/db: can't change 'autocommit' now")
+        restore()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
     finally:
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])

@@ -5,6 +5,13 @@ evaluated with PTQ on Ray, and every proxy's additive prediction ``sum_l omega(l
 rank-correlated (Spearman, Kendall) with the measured drop ``acc(fp32) - acc(policy)``. Results
 are stored in the study database (``autocomp_proxy_audits``) with the sampled policies.
 
+Beside that global figure, ``band_spearman`` is the Spearman correlation among policies whose
+``band_metric`` cost lies within ``band_tol`` of each other, pooled over the cost bands
+(:mod:`autocomp.bands`): the ranking the allocator needs, which a spread sample alone does not
+test. ``band_mates`` adds that many policies of about the same cost beside each sampled one
+(:func:`band_mates`) so that the bands are populated; :func:`best_proxy` (``--proxy auto``)
+ranks by the within-band figure where one exists.
+
 Per quantizer (``quantizers``, default ``rtn``): the policies are evaluated with each one
 (stored as evaluation kind :func:`~autocomp.store.repository.ptq_kind`), a proxy with a
 ``quantizer`` option scores under each, and the table has a row per (proxy, quantizer). A row
@@ -24,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from autocomp.bands import band_spearman
 from autocomp.errors import AutocompError
 from autocomp.policy import Choice, Policy
 from autocomp.progress import Stages
@@ -49,6 +57,9 @@ class AuditConfig:
     address: str | None = None
     data: str = "real"
     options: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(FAST_OPTIONS))
+    band_tol: float = 0.05        # relative cost tolerance of a band
+    band_metric: str = "size"     # the cost the bands are cut on
+    band_mates: int = 0           # extra policies of about the same cost per sampled policy
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -118,6 +129,50 @@ def sample_policies(layers: Sequence, space, k: int, seed: int = 0) -> list[Poli
     return out
 
 
+def band_mates(layers: Sequence, space, cm, anchor: Policy, n: int, tol: float = 0.05, metric: str = "size",
+               rng: random.Random | None = None) -> list[Policy]:
+    """Up to ``n`` distinct policies whose ``metric`` cost is within ``tol / 2`` of ``anchor``'s
+    (so any two lie within ``tol`` of each other), made by trading bits between layers.
+
+    Each mate starts from the anchor and takes random paired moves -- one layer a step milder,
+    another a step harsher -- kept while the cost stays in the window; a few such trades reorder
+    which layers carry the bits at the same budget.
+
+    Example:
+        >>> mates = band_mates(layers, space, cm, policy, 4, tol=0.05)   # doctest: +SKIP
+    """
+    rng = rng or random.Random(0)
+    choices = space.choices(layers)
+    ordered = {l.name: sorted(choices[l.name], key=lambda c: (-c.effective_w_bits, -c.a_bits)) for l in layers}
+    table = {l.name: [cm.layer_cost(metric, l, c) for c in ordered[l.name]] for l in layers}
+    current = anchor.as_dict()
+    start = {l.name: ordered[l.name].index(current[l.name]) if current[l.name] in ordered[l.name] else 0
+             for l in layers}
+    target = sum(table[n_][i] for n_, i in start.items())
+    window = max(abs(cm.cost(metric, anchor)), 1e-12) * tol / 2
+    names = [l.name for l in layers if len(ordered[l.name]) > 1]
+    out: list[Policy] = []
+    seen = {anchor.id}
+    for _ in range(n * 4):
+        if len(out) >= n or len(names) < 2:
+            break
+        pos = dict(start)
+        for _ in range(2 * len(names)):
+            a, b = rng.sample(names, 2)
+            ia, ib = pos[a] - 1, pos[b] + 1      # a milder (lower index), b harsher
+            if ia < 0 or ib >= len(ordered[b]):
+                continue
+            cost = sum(table[k][i] for k, i in pos.items()) - table[a][pos[a]] + table[a][ia] - table[b][pos[b]] + \
+                table[b][ib]
+            if abs(cost - target) <= window:
+                pos[a], pos[b] = ia, ib
+        p = Policy.from_choices([(l.name, ordered[l.name][pos[l.name]]) for l in layers])
+        if p.id not in seen:
+            seen.add(p.id)
+            out.append(p)
+    return out
+
+
 def rank_correlations(pred: Sequence[float], drop: Sequence[float]) -> tuple[float | None, float | None]:
     """Spearman and Kendall (tau-b); ``None`` when either side is constant."""
     from scipy.stats import kendalltau, spearmanr
@@ -131,19 +186,18 @@ def rank_correlations(pred: Sequence[float], drop: Sequence[float]) -> tuple[flo
 
 def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = None) -> list[dict[str, Any]]:
     """Sample, evaluate, score and correlate; returns one row per proxy, best Spearman first."""
-    from autocomp.budget import CostModel
-    from autocomp.profile import model_param_count, profile_model
     from autocomp.proxies import get_proxy, list_proxies
     from autocomp.search_spaces import load_space
     from autocomp.metrics import get_quality_metric
     from autocomp.stages import check_data, evaluate
     from autocomp.workers.proxy_tasks import score_on_ray
     from autocomp.workers.session import ensure_ray
+    from autocomp.stages.profile import load_profiled
     from autocomp.store.repository import check_study_name, ptq_kind
-    from autocomp.workload import load_workload, validate_workload
 
     stages = stages or Stages()
     check_study_name(study_name)
+    check_bands(cfg.band_tol, cfg.band_mates, cfg.band_metric)
     if cfg.samples < 2:
         raise AutocompError("--samples must be at least 2 (a rank correlation needs two policies)")
     if cfg.workers is not None and cfg.workers < 1:
@@ -162,13 +216,7 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
                 get_proxy(p, **{**cfg.options.get(p, {}), "quantizer": q})
     space = load_space(cfg.space)
     check_data(cfg.data)
-    with stages.stage("load model", 1) as tick:
-        wl = load_workload(cfg.model)
-        model = validate_workload(wl)
-        layers = profile_model(model, wl.sample_input())
-        space.check_layers(layers)
-        tick()
-    cm = CostModel(layers, total_params=model_param_count(model))
+    wl, model, layers, cm = load_profiled(cfg.model, space, stages)
     study, _ = store.open_study(study_name, {"model": cfg.model, "kind": "audit", "audit": cfg.to_dict()})
     if study.config.get("model") != cfg.model:
         raise AutocompError(f"study {study_name!r} holds model {study.config.get('model')!r}, not {cfg.model!r}")
@@ -179,6 +227,15 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
     names = [l.name for l in layers]
     fp32 = Policy.uniform(names, Choice(32, 32, 0.0))
     policies = sample_policies(layers, space, cfg.samples, cfg.seed)
+    if cfg.band_mates:
+        rng = random.Random(cfg.seed + 1)
+        seen = {p.id for p in policies}
+        for anchor in list(policies):
+            for m in band_mates(layers, space, cm, anchor, cfg.band_mates, cfg.band_tol, cfg.band_metric, rng):
+                if m.id not in seen:
+                    seen.add(m.id)
+                    policies.append(m)
+    costs = [cm.cost(cfg.band_metric, p) for p in policies]
     for p in [fp32, *policies]:
         store.save_policy(study, p, "fp32" if p is fp32 else "audit", "fp32" if p is fp32 else "audit sample",
                           cm.costs(p))
@@ -209,21 +266,57 @@ def run_audit(cfg: AuditConfig, store, study_name: str, stages: Stages | None = 
                 pred = [sens.predict(p) for p in policies]
                 for qq in ([q] if name in aware else quantizers):
                     rho, tau = rank_correlations(pred, drops[qq])
-                    row = {"proxy": name, "quantizer": qq, "spearman": rho, "kendall": tau,
-                           "samples": len(policies), "seconds": secs, "data": cfg.data}
+                    band, nb, nin = band_spearman(pred, drops[qq], costs, cfg.band_tol)
+                    row = {"proxy": name, "quantizer": qq, "spearman": rho, "kendall": tau, "band_spearman": band,
+                           "bands": nb, "samples": len(policies), "seconds": secs, "data": cfg.data}
                     store.save_audit(study, {**row, "proxy": audit_key(name, qq)},
                                      {"predicted": pred, "drops": drops[qq], "policies": [p.id for p in policies],
-                                      "quantizer": qq})
+                                      "quantizer": qq, "costs": costs, "band_tol": cfg.band_tol,
+                                      "band_metric": cfg.band_metric, "bands": nb, "band_policies": nin})
                     rows.append(row)
                 tick()
-    rows.sort(key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
+    rows.sort(key=_rank_key(rows), reverse=True)
     store.update_config(study, audit_best=rows[0]["proxy"] if rows else None)
     return rows
 
 
+def check_bands(tol: float, mates: int, metric: str) -> None:
+    """One-line errors for a bad band tolerance, band-mate count or cost metric."""
+    from autocomp.costs import get_cost_metric
+
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and 0 < tol < 1):
+        raise AutocompError(f"--band-tol must lie between 0 and 1 (a relative cost tolerance), got {tol}")
+    if mates < 0:
+        raise AutocompError(f"--band-mates must be at least 0, got {mates}")
+    get_cost_metric(metric)
+
+
+def _rank_key(rows: Sequence[dict[str, Any]]):
+    """Within-band Spearman first when any row has one (the ranking the allocator needs), then the
+    global Spearman, then Kendall; a missing figure ranks last."""
+    banded = any(r.get("band_spearman") is not None for r in rows)
+
+    def val(v: Any) -> float:
+        return -2.0 if v is None else float(v)
+
+    def key(r: dict[str, Any]) -> tuple[float, ...]:
+        head = (val(r.get("band_spearman")),) if banded else ()
+        return (*head, val(r.get("spearman")), val(r.get("kendall")))
+    return key
+
+
 def best_proxy(rows: Sequence[dict[str, Any]]) -> str:
-    """The proxy with the highest Spearman correlation (Kendall breaks ties), over every quantizer's rows."""
-    scored = [r for r in rows if r.get("spearman") is not None]
+    """The proxy to use: the highest within-band Spearman where any row has one (the global
+    Spearman breaks ties and decides when no band is populated), over every quantizer's rows.
+
+    Example:
+        >>> best_proxy([{"proxy": "a", "spearman": 0.9, "band_spearman": 0.1},
+        ...             {"proxy": "b", "spearman": 0.7, "band_spearman": 0.6}])
+        'b'
+        >>> best_proxy([{"proxy": "a", "spearman": 0.9}, {"proxy": "b", "spearman": 0.7}])
+        'a'
+    """
+    scored = [r for r in rows if r.get("spearman") is not None or r.get("band_spearman") is not None]
     if not scored:
         raise AutocompError("proxy audit: no proxy produced a usable correlation (all predictions or drops constant)")
-    return max(scored, key=lambda r: (r["spearman"], r["kendall"] or -2.0))["proxy"]
+    return max(scored, key=_rank_key(scored))["proxy"]

@@ -32,6 +32,7 @@ import numpy as np
 
 from autocomp.costs import CostContext, cost_metric_names, get_cost_metric, reported_metrics
 from autocomp.errors import BudgetError
+from autocomp.layout import FileLayout
 from autocomp.policy import FLOAT_CHOICE, Choice, Policy
 from autocomp.profile import LayerInfo
 from autocomp.values import check_version
@@ -192,11 +193,13 @@ class CostModel:
         total_params: every parameter of the model (default: the layers' weights and biases).
         latency_table: ``{layer: {choice_key: seconds}}`` for the ``latency`` metric.
         inputs: further measured inputs a registered metric ``needs``, by name.
+        layout: the model-wide part of a checkpoint's size (:func:`autocomp.layout.file_layout`);
+            given, ``size`` counts the checkpoint file's bytes (see :class:`autocomp.costs.Size`).
     """
 
     def __init__(self, layers: Sequence[LayerInfo], total_params: int | None = None,
                  latency_table: Mapping[str, Mapping[str, float]] | None = None,
-                 inputs: Mapping[str, Any] | None = None):
+                 inputs: Mapping[str, Any] | None = None, layout: FileLayout | None = None):
         self.layers = list(layers)
         self.qparams = sum(l.params for l in self.layers)
         self.total_params = int(total_params if total_params is not None else
@@ -204,7 +207,8 @@ class CostModel:
         self.other_params = self.total_params - self.qparams
         self.latency_table = latency_table
         extra = {**(inputs or {}), **({"latency_table": latency_table} if latency_table is not None else {})}
-        self.ctx = CostContext(tuple(self.layers), self.qparams, self.other_params, extra)
+        self.layout = layout
+        self.ctx = CostContext(tuple(self.layers), self.qparams, self.other_params, extra, layout)
 
     @property
     def metrics(self) -> list[str]:

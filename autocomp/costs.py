@@ -39,6 +39,7 @@ from autocomp.registry import Registry
 
 if TYPE_CHECKING:
     from autocomp.policy import Choice
+    from autocomp.layout import FileLayout
     from autocomp.profile import LayerInfo
 
 
@@ -51,12 +52,16 @@ class CostContext:
         qparams: their weights in total.
         other_params: every other parameter (biases, norms, embeddings), kept in fp32.
         inputs: extra measured inputs by name (``latency_table``: ``{layer: {choice_key: s}}``).
+        layout: the model-wide part of a checkpoint's size (:class:`autocomp.layout.FileLayout`).
+            Set, ``size`` counts the bytes of the checkpoint file; None keeps the accounting of
+            studies created before checkpoints existed (codes and group metadata only).
     """
 
     layers: tuple["LayerInfo", ...]
     qparams: int
     other_params: int
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    layout: "FileLayout | None" = None
 
 
 class CostMetric:
@@ -143,8 +148,9 @@ def meta_bits(layer: "LayerInfo", choice: "Choice") -> float:
     """Bits a checkpoint stores besides the codes: per group one fp16 scale, plus one zero point
     of ``w_bits`` bits (packed like the codes, as GPTQ checkpoints do) when asymmetric.
 
-    Per-channel symmetric choices count none (their one scale per output channel was never
-    counted, and every earlier study's sizes stay as they were); a float choice stores no scale.
+    Per-channel symmetric choices count none here: this is the accounting of studies created
+    before checkpoints existed (a study with a :class:`~autocomp.layout.FileLayout` counts every
+    scale, :mod:`autocomp.layout`); a float choice stores no scale.
 
     Example:
         >>> from autocomp.policy import Choice
@@ -165,12 +171,22 @@ def _meta(layer: "LayerInfo", choices: Sequence["Choice"]) -> np.ndarray:
     return np.array([meta_bits(layer, c) for c in choices])
 
 
-# The solver's arrays and a policy's stored cost multiply in different orders (vector:
-# params * w * keep; scalar: params * (w * keep)); each order is kept so neither changes by an ulp.
+def _file_bytes(layer: "LayerInfo", choices: Sequence["Choice"], ctx: "CostContext") -> np.ndarray:
+    from autocomp.layout import layer_bytes
+
+    return np.array([float(layer_bytes(layer, c, ctx.layout.offset_digits)) for c in choices])
+
+
 class Size(CostMetric):
-    """Bytes: quantizable weights at their bits (pruned weights dropped, sparse-index overhead not
-    counted), group scales and zero points (:func:`meta_bits`), every other parameter in fp32.
-    A tied weight (embedding and head) is one layer, so it is counted once."""
+    """Bytes: quantizable weights at their bits (pruned weights dropped), every other parameter in
+    fp32. A tied weight (embedding and head) is one layer, so it is counted once.
+
+    With a :class:`~autocomp.layout.FileLayout` in the context (every study created since
+    checkpoints exist) it counts the bytes of the file ``front export --format checkpoint``
+    writes (:mod:`autocomp.layout`): codes with their word padding, every scale and zero point,
+    the positions of pruned weights, the other tensors and buffers, and the header. Without one,
+    the accounting of earlier studies: codes, group scales and zero points (:func:`meta_bits`)
+    and other parameters in fp32, so their stored sizes and allocations stay what they were."""
 
     name = "size"
     units = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -180,14 +196,18 @@ class Size(CostMetric):
 
     # "+ meta" adds an exact 0.0 for per-channel symmetric choices: their numbers keep every bit.
     def layer_costs(self, layer, choices, ctx):
+        if ctx.layout is not None:
+            return _file_bytes(layer, choices, ctx)
         w, keep = _w_keep(choices)
         return (layer.params * w * keep + _meta(layer, choices)) / 8.0
 
     def layer_cost(self, layer, choice, ctx):
+        if ctx.layout is not None:
+            return float(_file_bytes(layer, [choice], ctx)[0])
         return (layer.params * choice.effective_w_bits + meta_bits(layer, choice)) / 8.0
 
     def offset(self, ctx):
-        return ctx.other_params * 4.0
+        return float(ctx.layout.other_bytes) if ctx.layout is not None else ctx.other_params * 4.0
 
     def format(self, value):
         return f"{value / 1e6:.3f}MB" if value >= 1e6 else f"{value / 1e3:.2f}KB"

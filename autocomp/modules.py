@@ -181,6 +181,29 @@ def call_model(model: torch.nn.Module, inputs: Any) -> Any:
 
 
 @contextmanager
+def inspecting(model: torch.nn.Module, handles: Iterable[Any] = ()) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode and without gradients (a forward pass that only
+    observes it); afterwards remove the hook ``handles`` and put back its train mode.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 2).train()
+        >>> with inspecting(m, [m.register_forward_hook(lambda *a: None)]):
+        ...     _ = m(torch.zeros(1, 2))
+        >>> m.training, len(m._forward_hooks)
+        (True, 0)
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+@contextmanager
 def capture_inputs(model: torch.nn.Module, names: Iterable[str], detach: bool = True,
                    transform: Callable[[torch.Tensor], Any] | None = None) -> Iterator[dict[str, list[Any]]]:
     """Record the first positional input of each named layer on every call inside the block.

@@ -16,13 +16,14 @@ import copy
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
 from autocomp.modules import is_embedding, set_weight, weight_of
-from autocomp.quant import FLOAT_BITS, compress_weight, fake_quant_act, is_float
+from autocomp.quant import FLOAT_BITS, TOKEN_RANGE, compress_weight, fake_quant_act, is_float
 from autocomp.values import check_version
 
 POLICY_VERSION = 1
@@ -41,12 +42,20 @@ class Choice:
         group: weights quantized in groups of this many consecutive input elements per output
             row, one scale each; None is per output channel.
         zero_point: asymmetric weights (a zero point per group or channel) instead of symmetric.
+        act: how a quantized input gets its range: ``tensor`` (one calibrated static range) or
+            ``token`` (dynamic: each token's own min/max at run time, for transformer inputs).
+        quantizer: the quantizer that sets this layer's weights (a registered name such as
+            ``gptq``, or a composition ``gptq+bias_correction``); None is the study's ``--quantizer``.
+
+    Key grammar: ``w<bits>a<bits>[t][p<ratio>][g<group>][z][@<quantizer>]``; ``t`` is per-token.
 
     Example:
         >>> Choice(4, 32, group=128, zero_point=True).key
         'w4a32g128z'
         >>> Choice.from_key("w4a8p0.5") == Choice(4, 8, 0.5)
         True
+        >>> Choice(4, 8, act="token", quantizer="gptq").key
+        'w4a8t@gptq'
     """
 
     w_bits: float = 8
@@ -55,9 +64,24 @@ class Choice:
     group: int | None = None
     zero_point: bool = False
     version: int = field(default=CHOICE_VERSION, compare=False)
+    act: str = "tensor"
+    quantizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.act not in ACT_MODES:
+            raise ValueError(f"choice act must be one of {', '.join(ACT_MODES)}, not {self.act!r}")
+        if self.quantizer is not None and not QUANTIZER_NAME.fullmatch(str(self.quantizer)):
+            raise ValueError(f"choice quantizer must be a quantizer name such as 'gptq' (or 'gptq+bias_correction'), "
+                             f"not {self.quantizer!r}")
+
+    @property
+    def per_token(self) -> bool:
+        """Whether the input is quantized per token, dynamically (it is quantized at all: a_bits < 32)."""
+        return self.act == "token" and not is_float(self.a_bits)
 
     def _order(self) -> tuple:
-        return (self.w_bits, self.a_bits, self.prune, self.group or 0, self.zero_point)
+        return (self.w_bits, self.a_bits, self.prune, self.group or 0, self.zero_point, self.act == "token",
+                self.quantizer or "")
 
     def __lt__(self, other: "Choice") -> bool:
         if not isinstance(other, Choice):
@@ -71,20 +95,21 @@ class Choice:
         symmetric keys are those of every earlier study)."""
         p = f"p{self.prune:g}" if self.prune else ""
         g = f"g{self.group}" if self.group is not None else ""
-        return f"w{self.w_bits:g}a{self.a_bits:g}{p}{g}{'z' if self.zero_point else ''}"
+        t = "t" if self.act == "token" else ""
+        q = f"@{self.quantizer}" if self.quantizer is not None else ""
+        return f"w{self.w_bits:g}a{self.a_bits:g}{t}{p}{g}{'z' if self.zero_point else ''}{q}"
 
     @classmethod
     def from_key(cls, key: str) -> "Choice":
         """Inverse of :attr:`key`."""
-        import re
-
-        m = re.fullmatch(r"w([\d.]+)a([\d.]+)(?:p([\d.]+))?(?:g(\d+))?(z)?", key)
+        m = _KEY_RE.fullmatch(key)
         if not m:
             raise ValueError(f"not a choice key: {key!r}")
         w = float(m.group(1))
         return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(float(m.group(2))),
-                   prune=float(m.group(3) or 0.0), group=int(m.group(4)) if m.group(4) else None,
-                   zero_point=bool(m.group(5)))
+                   prune=float(m.group(4) or 0.0), group=int(m.group(5)) if m.group(5) else None,
+                   zero_point=bool(m.group(6)), act="token" if m.group(3) else "tensor",
+                   quantizer=m.group(7))
 
     def to_dict(self) -> dict[str, Any]:
         # group / zero_point only when set: the dict is hashed into policy ids, which must not
@@ -94,6 +119,10 @@ class Choice:
             d["group"] = self.group
         if self.zero_point:
             d["zero_point"] = True
+        if self.act != "tensor":
+            d["act"] = self.act
+        if self.quantizer is not None:
+            d["quantizer"] = self.quantizer
         return d
 
     @classmethod
@@ -103,7 +132,8 @@ class Choice:
         g = d.get("group")
         return cls(w_bits=int(w) if w.is_integer() else w, a_bits=int(d.get("a_bits", 8)),
                    prune=float(d.get("prune", 0.0)), group=int(g) if g is not None else None,
-                   zero_point=bool(d.get("zero_point", False)))
+                   zero_point=bool(d.get("zero_point", False)), act=str(d.get("act", "tensor")),
+                   quantizer=None if d.get("quantizer") is None else str(d["quantizer"]))
 
     @property
     def effective_w_bits(self) -> float:
@@ -111,6 +141,12 @@ class Choice:
         zero points not included: see :mod:`autocomp.costs`)."""
         return float(self.w_bits) * (1.0 - self.prune)
 
+
+#: how a quantized input gets its range (:attr:`Choice.act`)
+ACT_MODES = ("tensor", "token")
+#: a quantizer a choice may name: a registered name, or a composition of them (``gptq+bias_correction``)
+QUANTIZER_NAME = re.compile(r"[A-Za-z_]\w*(?:\+[A-Za-z_]\w*)*")
+_KEY_RE = re.compile(r"w([\d.]+)a([\d.]+)(t)?(?:p([\d.]+))?(?:g(\d+))?(z)?(?:@(" + QUANTIZER_NAME.pattern + r"))?")
 
 FLOAT_CHOICE = Choice(w_bits=FLOAT_BITS, a_bits=FLOAT_BITS, prune=0.0)
 
@@ -180,7 +216,8 @@ class Policy:
 
 
 class ActFakeQuant:
-    """Forward pre-hook quantizing a layer's input per tensor (picklable, so models deep-copy)."""
+    """Forward pre-hook quantizing a layer's input per tensor, or per token for the range
+    :data:`autocomp.quant.TOKEN_RANGE` (picklable, so models deep-copy)."""
 
     def __init__(self, lo: float, hi: float, bits: int):
         self.lo, self.hi, self.bits = float(lo), float(hi), int(bits)
@@ -201,9 +238,12 @@ def policy_modules(model: torch.nn.Module, policy: Policy) -> Iterator[tuple[str
 
 def input_range(act_ranges: Mapping[str, Mapping[int, tuple[float, float]]] | None, name: str,
                 choice: Choice) -> tuple[float, float] | None:
-    """The calibrated input range for ``choice``'s activation bits (None when the input stays float)."""
+    """The calibrated input range for ``choice``'s activation bits (None when the input stays float;
+    :data:`autocomp.quant.TOKEN_RANGE` when it is quantized per token, with no calibrated range)."""
     if is_float(choice.a_bits):
         return None
+    if choice.per_token:
+        return TOKEN_RANGE
     if act_ranges is None or name not in act_ranges:
         raise ValueError(f"activation ranges for layer {name!r} are needed to quantize its input")
     ranges = act_ranges[name]

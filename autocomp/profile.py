@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import torch
 
-from autocomp.modules import (WEIGHT_ONLY_ROLES, batch_size, call_model, is_embedding, layer_roles,
+from autocomp.modules import (WEIGHT_ONLY_ROLES, batch_size, call_model, inspecting, is_embedding, layer_roles,
                               quantizable_layers, tied_aliases, weight_of)
 from autocomp.values import check_version
 
@@ -135,15 +135,8 @@ def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
         handles.append(m.register_forward_hook(hook_for(n)))
         # Every use of a tied weight counts towards the one layer (the head's matmul has MACs).
         handles += [modules[a].register_forward_hook(hook_for(n)) for a in aliases.get(n, [])]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            call_model(model, sample)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with inspecting(model, handles):
+        call_model(model, sample)
     mods = dict(named)
     roles = layer_roles(model)
     names = order + [n for n, _ in named if n not in seen]
@@ -164,3 +157,4 @@ def profile_model(model: torch.nn.Module, sample: Any) -> list[LayerInfo]:
 def model_param_count(model: torch.nn.Module) -> int:
     """All parameters (quantizable weights, biases, norms, embeddings)."""
     return sum(p.numel() for p in model.parameters())
+

@@ -3,7 +3,10 @@
 Weights: symmetric, per output channel, clipping ratio chosen per channel to minimise the MSE.
 1 bit: sign with a per-channel scale (mean |w|). 1.58 bits: ternary, BitNet b1.58 style
 (absmean scale, round and clamp to {-1, 0, 1}). Activations: per tensor, affine, range from
-calibration with an MSE-chosen clip at low bit-widths.
+calibration with an MSE-chosen clip at low bit-widths; or per token, dynamic
+(:func:`fake_quant_act_token`): each position's feature vector (a row of the last dimension)
+quantized with the affine range of its own min and max, found at run time. An unbounded range
+(:data:`TOKEN_RANGE`) stands for the per-token one wherever a range is passed around.
 
 Group-wise weights (:func:`quantize_weight_groups`): each output row (for a convolution, its
 flattened ``in * kh * kw``) is cut into groups of ``group`` consecutive input elements, each with
@@ -263,15 +266,45 @@ def act_qparams(lo: float, hi: float, bits: int) -> tuple[float, float, int, int
     return scale, float(zero_point), qmin, qmax
 
 
+#: The "range" of a per-token dynamic input: no static bound, each token brings its own. Passed
+#: wherever a calibrated (lo, hi) is, so every consumer of ranges quantizes such inputs per token.
+TOKEN_RANGE = (-math.inf, math.inf)
+
+
+def is_token_range(lo: float, hi: float) -> bool:
+    """Whether ``(lo, hi)`` is :data:`TOKEN_RANGE` (dynamic per token) rather than a calibrated range."""
+    return math.isinf(lo) and math.isinf(hi)
+
+
+def fake_quant_act_token(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-token dynamic affine fake quantization: every row of the last dimension gets the
+    range ``[min(row.min(), 0), max(row.max(), 0)]`` (as :func:`act_qparams` makes of a
+    per-tensor range), computed from ``x`` itself.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 10.0, 20.0, 30.0]])
+        >>> fake_quant_act_token(x, 2).tolist()      # each row keeps its own grid of 4 levels
+        [[0.0, 1.0, 2.0, 3.0], [0.0, 10.0, 20.0, 30.0]]
+    """
+    lo = x.amin(dim=-1, keepdim=True).clamp_max(0.0)
+    hi = x.amax(dim=-1, keepdim=True).clamp_min(0.0)
+    qmax = 2**bits - 1
+    scale = (hi - lo).clamp_min(1e-8) / qmax
+    zp = torch.round(-lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zp, 0, qmax) - zp) * scale
+
+
 def fake_quant_act(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
-    """Per-tensor affine fake quantization of an activation."""
+    """Per-tensor affine fake quantization of an activation (per token for :data:`TOKEN_RANGE`)."""
+    if is_token_range(lo, hi):
+        return fake_quant_act_token(x, bits)
     scale, zp, qmin, qmax = act_qparams(lo, hi, bits)
     return (torch.clamp(torch.round(x / scale) + zp, qmin, qmax) - zp) * scale
 
 
 def choose_act_range(sample: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, float]:
     """Clip [lo, hi] to the range minimising the quantization MSE on ``sample``."""
-    if bits >= 8 or sample.numel() == 0:
+    if bits >= 8 or sample.numel() == 0 or is_token_range(lo, hi):
         return lo, hi
     best = (math.inf, lo, hi)
     for r in _CLIP_RATIOS:

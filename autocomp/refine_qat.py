@@ -131,7 +131,7 @@ def refine_qat(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[La
     trainable = tune.with_parameters(
         qat_trainable, spec=spec, names=[l.name for l in layers], fixed={k: c.key for k, c in ps.fixed.items()},
         groups=ps.params, options=options, cost_layers=[l.to_dict() for l in cm.layers],
-        total_params=cm.total_params, metrics=list(metrics))
+        total_params=cm.total_params, metrics=list(metrics), layout=None if cm.layout is None else cm.layout.to_dict())
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=limit), num_samples=want),

@@ -27,7 +27,7 @@ from autocomp.proxies import get_proxy
 from autocomp.search_spaces import load_space
 from autocomp.stages import (DEFAULT_BASELINES, EvaluateResult, StudyContext, check_data, check_profile, check_refine,
                              evaluate, plan_candidates, profile, record_profile, refine, save_candidates, score,
-                             score_key, tracked)
+                             score_key, stored_accounting, tracked)
 from autocomp.stages.interactions import check_interactions, measure_interactions, pending_probes
 from autocomp.stages.repair import check_repair, repair
 from autocomp.stages.target import seek_target
@@ -141,6 +141,8 @@ def check_config(cfg: SearchConfig) -> None:
     check_eval_dtype(cfg.eval_dtype)
     # one spelling per quantizer (``rtn()`` is ``rtn``): the spelling names the study's evaluation kind
     cfg.quantizer = build_quantizer(cfg.quantizer).spec
+    for q in load_space(cfg.space).quantizers():   # a space's per-layer quantizers (``quantizer: [rtn, gptq]``)
+        build_quantizer(q)
     check_interactions(cfg.interactions)
     check_repair(cfg.repair)
     if cfg.interactions:
@@ -217,6 +219,7 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
     if existing is not None:
         check_profile(store, existing, ctx)   # refused before anything is written
         check_quantizer(existing, cfg.quantizer)
+        ctx = stored_accounting(store, existing, ctx)
     # The cluster too is checked before the study is touched: a dead address writes nothing.
     with stages.stage("start ray", 1) as tick:
         ensure_ray(cfg.address, num_cpus=cfg.workers, model=cfg.model)

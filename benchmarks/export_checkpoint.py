@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 
-def search(db: str) -> tuple[str, str]:
+def search(db: str) -> tuple[str, ...]:
     from autocomp.search import SearchConfig, run_search
     from autocomp.store import Store
     from autocomp.workers.session import ensure_ray
@@ -31,10 +31,12 @@ def search(db: str) -> tuple[str, str]:
     ensure_ray(None, num_cpus=2)
     store = Store(db)
     run_search(SearchConfig(model="digits", points=4, proxy="fisher", baselines=(4,)), store, "bench-digits")
+    run_search(SearchConfig(model="digits", space="prune_quant", budget="size<=15%", points=3, proxy="fisher",
+                            baselines=()), store, "bench-pq")
     run_search(SearchConfig(model="tiny-lm", space="weight_only", budget="size<=30%", points=3, proxy="fisher",
                             baselines=()), store, "bench-lm")
     store.dispose()
-    return "bench-digits", "bench-lm"
+    return "bench-digits", "bench-pq", "bench-lm"
 
 
 def torchao_latency(wl, policy, fp32_fn, x, dev, repeats: int, workdir: Path) -> str:
@@ -83,9 +85,8 @@ def bench_study(db: str, study: str, n: int, repeats: int, workdir: Path, rows: 
         t_export = time.perf_counter() - t0
         man = json.loads((out / "manifest.json").read_text())
         file_b = (out / "model.safetensors").stat().st_size
-        counted = sum(man["bytes"]["counted"].values())
-        rest = {k: v for k, v in man["bytes"]["not_counted"].items() if v}
-        rest["header"] = file_b - counted - sum(rest.values())
+        tensors = sum(man["bytes"].values())
+        header = file_b - tensors
         t0 = time.perf_counter()
         loaded = autocomp.load_compressed(out, wl.model_factory)
         t_load = time.perf_counter() - t0
@@ -93,14 +94,14 @@ def bench_study(db: str, study: str, n: int, repeats: int, workdir: Path, rows: 
             t_fp, t_q = measure_pair(lambda: call_model(fp32, x), lambda: call_model(loaded, x), dev, repeats)
         ao = torchao_latency(wl, Policy.from_dict(store.get_policy(st, p["policy_id"]).policy),
                              lambda: call_model(fp32, x), x, dev, repeats, workdir)
-        row = {"study": study, "policy": p["policy_id"], "front_size": p["size"], "counted": counted, "file": file_b,
-               "counted_vs_front_pct": 100 * (counted / p["size"] - 1), "file_vs_front_pct": 100 * (file_b / p["size"] - 1),
-               "not_counted": rest, "export_s": t_export, "load_s": t_load, "fp32_ms": t_fp * 1e3,
+        row = {"study": study, "policy": p["policy_id"], "front_size": p["size"], "tensors": tensors, "header": header,
+               "file": file_b, "file_vs_front_pct": 100 * (file_b / p["size"] - 1), "bytes": man["bytes"],
+               "accounting": man["front_size_counts"], "export_s": t_export, "load_s": t_load, "fp32_ms": t_fp * 1e3,
                "loaded_ms": t_q * 1e3, "speedup": t_fp / t_q, "torchao": ao}
         rows.append(row)
-        print(f"{study:12s} {p['policy_id']}  front {p['size']:9.0f} B  counted {counted:9d} B "
-              f"({row['counted_vs_front_pct']:+.2f} %)  file {file_b:9d} B ({row['file_vs_front_pct']:+.1f} %: "
-              + ", ".join(f"{k} {v}" for k, v in rest.items()) + ")", flush=True)
+        print(f"{study:12s} {p['policy_id']}  front {p['size']:9.0f} B  file {file_b:9d} B "
+              f"({row['file_vs_front_pct']:+.2f} %; tensors {tensors} B, header {header} B; "
+              + ", ".join(f"{k} {v}" for k, v in man["bytes"].items() if v) + ")", flush=True)
         print(f"{'':12s} export {t_export:.2f} s  load {t_load * 1e3:.0f} ms  fp32 {t_fp * 1e3:.3f} ms  "
               f"loaded {t_q * 1e3:.3f} ms (x{t_fp / t_q:.2f} vs fp32)  torchao {ao}", flush=True)
     store.dispose()

@@ -11,7 +11,7 @@ Three parts, each optional:
   in this process (``get_evaluator("ptq", quantizer=SPEC)``: statistics once in ``setup``, then
   one ``evaluate`` per policy). One table per workload: the metric per quantizer and its ratio
   to rtn's on the same policy.
-* ``--speed`` (default ``tiny-lm bert-base``): per-policy ``evaluate`` seconds with ``gptq``
+* ``--speed`` (default ``tiny-lm bert-base``): per-policy ``evaluate`` seconds with each of ``--speed-quantizers`` (default ``gptq``)
   against ``rtn`` on ``--speed-policies`` different uniform policies, after the first; the
   one-off ``setup`` (activation ranges + the quantizer's statistics) and the first policy
   reported apart. ``bert-base`` is ``BertModel(BertConfig())`` with random weights (12 layers x
@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def _sibling(name: str):
     """Another benchmark script as a module (they are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod   # dataclasses look their module up while the script runs
     spec.loader.exec_module(mod)
     return mod
 
@@ -149,7 +151,7 @@ def quality_table(name: str, specs, points: int, proxy: str) -> dict[str, list[f
         print(f"  {spec}: setup {setup:.1f}s, evaluate median {statistics.median(s for _, s in rows):.2f}s/policy; "
               f"{wl.quality} {', '.join(f'{q:.4f}' for q in res[spec])}", flush=True)
     done = [s for s in specs if s in res]
-    head = f"  | policy | size | " + " | ".join(done) + " |"
+    head = "  | policy | size | " + " | ".join(done) + " |"
     print("\n" + head + "\n  |---|---:|" + "---:|" * len(done))
     for i, (label, p) in enumerate(pols):
         base = res.get("rtn", [None] * len(pols))[i]
@@ -181,7 +183,8 @@ def speed_workload(name: str, bert_eval: int):
     return dataclasses.replace(wl, eval=list(wl.eval)[:max(1, bert_eval // 4)])   # batches of 4 sequences
 
 
-def speed(name: str, n: int, bert_eval: int) -> None:
+def speed(name: str, n: int, bert_eval: int, specs=("rtn", "gptq")) -> None:
+    """Per-policy ``evaluate`` seconds of each of ``specs`` against ``rtn`` (measured first, same run)."""
     from autocomp.profile import profile_model
     from autocomp.search_spaces import load_space
 
@@ -192,18 +195,22 @@ def speed(name: str, n: int, bert_eval: int) -> None:
     pols = [uniform(layers, space, b) for b in (4, 3, 8, 6, 2)[:n]]
     print(f"\n== speed on {name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
           f"{len(layers)} layers, {n} uniform weight-only policies (4, 3, 8, 6, 2 bits g128 in order)", flush=True)
+    evaluate_all(wl, "rtn", pols[:1])   # untimed: the process's one-off costs (imports, first kernels)
     got = {}
-    for spec in ("rtn", "gptq"):
+    for spec in ["rtn", *[s for s in specs if s != "rtn"]]:
         setup, rows = evaluate_all(wl, spec, pols)
         later = [s for _, s in rows[1:]]
         got[spec] = (setup, rows[0][1], statistics.fmean(later) if later else float("nan"))
         print(f"  {spec}: setup (ranges + statistics) {setup:.2f}s, first policy {rows[0][1]:.2f}s, "
               f"later policies mean {got[spec][2]:.2f}s  (each: {', '.join(f'{s:.2f}' for _, s in rows)}; "
               f"quality {', '.join(f'{q:.4f}' for q, _ in rows)})", flush=True)
-    r, g = got["rtn"], got["gptq"]
-    print(f"  {name}: gptq / rtn per policy after the first {g[2] / r[2]:.2f}x (target <= 2x); "
-          f"one-off: setup {g[0]:.2f}s vs {r[0]:.2f}s (+{g[0] - r[0]:.2f}s of statistics), "
-          f"first policy {g[1]:.2f}s vs {r[1]:.2f}s")
+    r = got["rtn"]
+    for spec, g in got.items():
+        if spec == "rtn":
+            continue
+        print(f"  {name}: {spec} / rtn per policy after the first {g[2] / r[2]:.2f}x (gptq's target <= 2x); "
+              f"one-off: setup {g[0]:.2f}s vs {r[0]:.2f}s (+{g[0] - r[0]:.2f}s of statistics), "
+              f"first policy {g[1]:.2f}s vs {r[1]:.2f}s")
 
 
 def nncf_vs_best(best: str, points: int, workers: int | None) -> None:
@@ -257,6 +264,14 @@ def nncf_vs_best(best: str, points: int, workers: int | None) -> None:
             t0 = time.perf_counter()
             res = run_search(cfg, store, f"q-{space.replace('_', '-')}")
             pts = study_points(store, res.study)
+            # sizes by tensor bytes, as NNCF's are (the cost model's size also counts the file's header)
+            from autocomp.policy import Policy
+            from autocomp.search import prepare
+
+            ctx = prepare(cfg)
+            pols = {q.policy_id: Policy.from_dict(q.policy) for q in store.list_policies(res.study)}
+            for p in pts:
+                p["bytes"] = vs.policy_bytes(ctx.layers, ctx.cm.other_params, pols[p["policy_id"]])
             print(f"  autocomp {space} --quantizer {best}: {len(pts)} policies, {time.perf_counter() - t0:.1f}s",
                   flush=True)
             found += [(space, p) for p in pts]
@@ -264,7 +279,7 @@ def nncf_vs_best(best: str, points: int, workers: int | None) -> None:
     print(f"\n  | NNCF | size | ppl | autocomp ({best}) best of size <= | size | ppl | ratio | |\n"
           f"  |---|---:|---:|---|---:|---:|---:|---|")
     for label, size, q, _ in rows:
-        fits = [(s, p) for s, p in found if p["size"] <= size * (1 + 1e-9)]
+        fits = [(s, p) for s, p in found if p["bytes"] <= size * (1 + 1e-9)]
         if not fits:
             print(f"  | {label} | {size / fp32_bytes:.2%} | {q:.4f} | none this small | | | | loss |")
             continue
@@ -272,7 +287,7 @@ def nncf_vs_best(best: str, points: int, workers: int | None) -> None:
         win = qm.no_worse(p["quality"], q)
         wins += win
         print(f"  | {label} | {size / fp32_bytes:.2%} | {q:.4f} | {s}, {p['label'] or p['source']} | "
-              f"{p['size'] / fp32_bytes:.2%} | {p['quality']:.4f} | {p['quality'] / q:.3f} | {'win' if win else 'LOSS'} |")
+              f"{p['bytes'] / fp32_bytes:.2%} | {p['quality']:.4f} | {p['quality'] / q:.3f} | {'win' if win else 'LOSS'} |")
     print(f"  {wins} wins, {len(rows) - wins} losses of {len(rows)} NNCF points")
 
 
@@ -284,6 +299,8 @@ def main() -> None:
     ap.add_argument("--proxy", default="fisher", help="the rtn sensitivity the policy sweep is allocated from")
     ap.add_argument("--speed", nargs="*", default=["tiny-lm", "bert-base"])
     ap.add_argument("--speed-policies", type=int, default=3)
+    ap.add_argument("--speed-quantizers", nargs="+", default=["rtn", "gptq"],
+                    help="quantizers timed against rtn (rtn is always measured first)")
     ap.add_argument("--bert-eval", type=int, default=8, help="BERT evaluation sequences (128 tokens each)")
     ap.add_argument("--nncf", action="store_true")
     ap.add_argument("--best", default=None, help="quantizer for the NNCF comparison [default: best on tiny-lm]")
@@ -295,7 +312,7 @@ def main() -> None:
     print(f"quantizers: {', '.join(specs)}" + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
     tables = {name: quality_table(name, specs, args.points, args.proxy) for name in args.models}
     for name in args.speed:
-        speed(name, args.speed_policies, args.bert_eval)
+        speed(name, args.speed_policies, args.bert_eval, args.speed_quantizers)
     if args.nncf:
         best = args.best
         if best is None:

@@ -14,9 +14,10 @@ On each workload (default ``tiny-lm`` and ``digits-vit``), in one run:
   a temp dir.
 - Size, the same way for both: the bytes the compressed model holds. NNCF: every distinct tensor
   of the compressed model's state dict (packed int4 / uint8 codes, fp16 scales, uint8 zero points,
-  every float parameter left). autocomp: the cost model's ``size``, checked here against
-  :func:`policy_bytes` (packed codes + one fp16 scale per group or row + packed zero points +
-  every other parameter in fp32), and the fp32 model's bytes checked against the cost model's.
+  every float parameter left). autocomp: :func:`policy_bytes` of each policy (packed codes + one
+  fp16 scale per group or row + packed zero points + every other parameter in fp32); the cost
+  model's ``size`` (the checkpoint file: these tensors, buffers and the safetensors header) is
+  printed beside it.
 - Quality: ``workload.metric(model, workload.eval)`` on both (autocomp's policy re-applied here with
   :func:`autocomp.policy.apply`, the evaluator's own code).
 
@@ -116,7 +117,7 @@ def nncf_rows(wl, fp32_bytes: int) -> list[Row]:
     return rows
 
 
-def autocomp_points(model: str, budget: str, points: int, workers: int | None, d: str):
+def autocomp_points(model: str, budget: str, points: int, workers: int | None, d: str, quantizer: str = "rtn"):
     """Per space: (every evaluated point with its policy, wall seconds, size cross-check)."""
     from autocomp.policy import Policy
     from autocomp.report import study_points
@@ -126,21 +127,23 @@ def autocomp_points(model: str, budget: str, points: int, workers: int | None, d
     out = {}
     for space in SPACES:
         store = Store(f"sqlite:///{os.path.join(d, f'{model}-{space}.db')}")
-        cfg = SearchConfig(model=model, budget=budget, space=space, points=points, workers=workers)
+        cfg = SearchConfig(model=model, budget=budget, space=space, points=points, workers=workers, quantizer=quantizer)
         t0 = time.perf_counter()
         res = run_search(cfg, store, f"vs-nncf-{space.replace('_', '-')}")
         dt = time.perf_counter() - t0
         ctx = prepare(cfg)
         pols = {p.policy_id: Policy.from_dict(p.policy) for p in store.list_policies(res.study)}
         pts = study_points(store, res.study)
-        # The cost model's size and our own byte count of the same policy, largest difference.
-        diff = max(abs(ctx.cm.cost("size", pols[p["policy_id"]]) -
-                       policy_bytes(ctx.layers, ctx.cm.other_params, pols[p["policy_id"]])) for p in pts)
+        # Sizes are compared by tensor bytes, as NNCF's (the cost model's size also counts the
+        # checkpoint's header and buffers): the largest difference of the two is printed.
+        for p in pts:
+            p["bytes"] = policy_bytes(ctx.layers, ctx.cm.other_params, pols[p["policy_id"]])
+        diff = max(abs(ctx.cm.cost("size", pols[p["policy_id"]]) - p["bytes"]) for p in pts)
         out[space] = ([(p, pols[p["policy_id"]]) for p in pts], dt, diff, ctx)
     return out
 
 
-def compare(name: str, points: int, workers: int | None) -> None:
+def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn") -> None:
     from autocomp.metrics import get_quality_metric
     from autocomp.policy import apply
     from autocomp.workload import load_workload
@@ -158,7 +161,7 @@ def compare(name: str, points: int, workers: int | None) -> None:
     top = max((r.size for r in ok), default=0.3 * fp32_bytes)
     budget = f"size<={math.ceil(top * 1.01)}B"
     with tempfile.TemporaryDirectory() as d:
-        found = autocomp_points(name, budget, points, workers, d)
+        found = autocomp_points(name, budget, points, workers, d, quantizer)
     ctx = next(iter(found.values()))[3]
     print(f"  fp32 bytes: state dict {fp32_bytes}, autocomp cost model {ctx.cm.fp32('size'):.0f}")
     for space, (_, dt, diff, _) in found.items():
@@ -174,7 +177,7 @@ def compare(name: str, points: int, workers: int | None) -> None:
         return evaluated[pol.id]
 
     def best(cands, size):
-        fits = [c for c in cands if c[0]["size"] <= size * (1 + 1e-9)]
+        fits = [c for c in cands if c[0]["bytes"] <= size * (1 + 1e-9)]
         return min(fits, key=lambda c: qm.key(c[0]["quality"])) if fits else None
 
     every = [(space, pt, pol) for space, (pts, *_rest) in found.items() for pt, pol in pts]
@@ -196,13 +199,13 @@ def compare(name: str, points: int, workers: int | None) -> None:
         win = qm.no_worse(q, r.quality)
         wins, losses = wins + win, losses + (not win)
         tag = f"{space}, {pt['label'] or pt['source']}"[:44]
-        print(head + f"{tag:<44} {pt['size'] / fp32_bytes:7.2%} {q:10.4f} {q / r.quality:6.3f}  "
+        print(head + f"{tag:<44} {pt['bytes'] / fp32_bytes:7.2%} {q:10.4f} {q / r.quality:6.3f}  "
               f"{'win' if win else 'LOSS'}")
         for sp in SPACES:  # the same row, per space
             bs = best([(p, po, s) for s, p, po in every if s == sp], r.size)
             if bs is not None:
                 qs = requality(*bs[:2])
-                print(f"  {'':<42} {'':>7} {'':>10} {'':>7} |   only {sp:<37} {bs[0]['size'] / fp32_bytes:7.2%} "
+                print(f"  {'':<42} {'':>7} {'':>10} {'':>7} |   only {sp:<37} {bs[0]['bytes'] / fp32_bytes:7.2%} "
                       f"{qs:10.4f} {qs / r.quality:6.3f}  {'win' if qm.no_worse(qs, r.quality) else 'LOSS'}")
     stored_vs_here = max((abs(evaluated[pol.id] - pt["quality"]) for _, pt, pol in every if pol.id in evaluated),
                          default=0.0)
@@ -219,6 +222,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny-lm", "digits-vit"])
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--quantizer", default="rtn", help="autocomp's quantizer (autocomp search --quantizer)")
     args = ap.parse_args()
     try:
         import nncf
@@ -228,7 +232,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}, nncf {nncf.__version__}, threads {torch.get_num_threads()}")
     for name in args.models:
-        compare(name, args.points, args.workers)
+        compare(name, args.points, args.workers, args.quantizer)
 
 
 if __name__ == "__main__":

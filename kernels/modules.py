@@ -97,6 +97,8 @@ def kernel_note(module: torch.nn.Module, choice: Choice) -> str:
         return f"{type(module).__name__}: no kernel, simulated"
     if isinstance(module, torch.nn.Conv2d) and module.groups != 1:
         return "grouped convolution: reference path"
+    if choice.per_token:
+        return "per-token dynamic inputs: no int8 kernel here takes them, reference path"
     return ""
 
 
@@ -112,6 +114,8 @@ class _QuantBase(torch.nn.Module):
             raise ValueError(f"backend {backend!r} takes no zero points (choice {choice.key}): use reference")
         self.choice, self.group_size, self.requested = choice, group_size, backend
         self.register_buffer("zeros", zeros.float() if zeros is not None else None)
+        # AWQ's per-input-channel scale s (see autocomp.kernels.from_quantizer): inputs / s
+        self.register_buffer("input_scale", None)
         self.k = codes.shape[1]
         self.bits = container_bits(codes) if not is_float(choice.w_bits) and choice.w_bits <= 8 else 0
         if self.bits:
@@ -125,7 +129,8 @@ class _QuantBase(torch.nn.Module):
             if act_range is None:
                 raise ValueError("a quantized activation needs its calibrated (lo, hi) range")
             lo, hi = float(act_range[0]), float(act_range[1])
-            s, zp, qmin, qmax = act_qparams(lo, hi, int(choice.a_bits))
+            # per token: no static scale; only the fake-quantizing paths (reference, triton_wq) run it
+            s, zp, qmin, qmax = (1.0, 0, 0, 2**int(choice.a_bits) - 1) if choice.per_token else act_qparams(lo, hi, int(choice.a_bits))
             self.act = (lo, hi, int(choice.a_bits), s, int(zp), int(qmax))
         self._cache: dict[tuple, object] = {}
 
@@ -158,7 +163,7 @@ class _QuantBase(torch.nn.Module):
         if self.requested != "auto":
             return self.requested
         dev = torch.device(device).type
-        low_act = self.act is not None and self.act[2] <= 8
+        low_act = self.act is not None and self.act[2] <= 8 and not self.choice.per_token
         if not self.bits or not self._kernel_ok() or self.zeros is not None:
             return "reference"
         if dev == "cuda":
@@ -174,6 +179,9 @@ class _QuantBase(torch.nn.Module):
 
     def _kernel_ok(self) -> bool:
         return True
+
+    def _scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_scale is None else x / self.input_scale.to(x.device)
 
     def _act_fq(self, x: torch.Tensor) -> torch.Tensor:
         if self.act is None:
@@ -219,6 +227,7 @@ class QuantLinear(_QuantBase):
         return cls(codes, scale, mod.bias, choice, act_range, group, backend, zeros)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._scale_input(x)
         backend = self.backend_for(x.device)
         if backend == "reference":
             return F.linear(self._act_fq(x.float()), self.dequantized(), self.bias)
@@ -265,6 +274,7 @@ class QuantConv2d(_QuantBase):
         return self.groups == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._scale_input(x)
         backend = self.backend_for(x.device)
         if backend == "reference":
             w = self.dequantized().reshape(self.weight_shape)

@@ -148,6 +148,7 @@ def layer_config(mod: torch.nn.Module, choice: Choice) -> tuple[str, dict, str]:
     # which is autocomp's scale whenever a weight sits at an end code.
     mapping = "ASYMMETRIC" if choice.zero_point else "SYMMETRIC_NO_CLIPPING_ERR"
     dynamic = not is_embedding(mod) and choice.a_bits == 8
+    dyn_note = "activations: torchao int8 dynamic per token, as the choice's" if choice.per_token else DYNAMIC_NOTE
     if not dynamic:
         if bits == 8 and not choice.zero_point:
             g = {"PerRow": {}} if "PerAxis" in gran else gran
@@ -155,9 +156,9 @@ def layer_config(mod: torch.nn.Module, choice: Choice) -> tuple[str, dict, str]:
         return "IntxWeightOnlyConfig", {"weight_dtype": f"int{bits}", "granularity": gran, "mapping_type": mapping}, ""
     if bits == 8 and not choice.zero_point and "PerAxis" in gran:
         return ("Int8DynamicActivationInt8WeightConfig", {"act_mapping_type": "ASYMMETRIC"},
-                DYNAMIC_NOTE + "; weights: torchao's symmetric scales (amax / 127.5)")
+                dyn_note + "; weights: torchao's symmetric scales (amax / 127.5)")
     return ("Int8DynamicActivationIntxWeightConfig",
-            {"weight_dtype": f"int{bits}", "weight_granularity": gran, "weight_mapping_type": mapping}, DYNAMIC_NOTE)
+            {"weight_dtype": f"int{bits}", "weight_granularity": gran, "weight_mapping_type": mapping}, dyn_note)
 
 
 def torchao_plan(model: torch.nn.Module, policy: Policy) -> TorchaoPlan:

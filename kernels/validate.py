@@ -1,7 +1,9 @@
 """Validate policies on real kernels: numerics against the simulation and measured latency.
 
 For each policy, :func:`validate_policy` builds the fake-quant simulation
-(:func:`autocomp.policy.apply`) and the kernel-backed model (:func:`autocomp.kernels.convert`),
+(:func:`autocomp.policy.apply`, or the study's quantizer's model) and the kernel-backed model
+(:func:`autocomp.kernels.convert`, or :func:`~autocomp.kernels.from_quantizer.convert_quantized`
+with the codes of the quantizer's weights),
 feeds every converted layer the input it sees in the simulated model, and compares outputs
 (max |y_kernel - y_sim| / max |y_sim|) against the bound of the backend that ran it:
 
@@ -34,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from autocomp.kernels.from_quantizer import convert_quantized
 from autocomp.kernels.modules import _QuantBase, convert, kernel_note
 from autocomp.kernels.timing import measure_pair, resolve_device
 from autocomp.policy import Policy, apply, policy_modules
@@ -170,7 +173,8 @@ def simulated_layers(model: torch.nn.Module, kmodel: torch.nn.Module, policy: Po
 def validate_policy(model: torch.nn.Module, policy: Policy, act_ranges: Mapping, sample: Any,
                     device: str | torch.device = "auto", repeats: int = 20,
                     metric: Callable[[torch.nn.Module, Sequence], float] | None = None,
-                    eval_batches: Sequence | None = None) -> ValidationReport:
+                    eval_batches: Sequence | None = None, sim: torch.nn.Module | None = None,
+                    results: Mapping[str, Any] | None = None) -> ValidationReport:
     """Check ``policy`` on kernels: per-layer error vs the simulation, latency vs float, accuracy.
 
     Args:
@@ -181,10 +185,18 @@ def validate_policy(model: torch.nn.Module, policy: Policy, act_ranges: Mapping,
         device: ``auto``, ``cpu``, ``cuda`` or a torch device.
         repeats: timed forwards per model (median reported).
         metric, eval_batches: when given, the kernel model's metric on them is reported.
+        sim: the quantizer's compressed model (:meth:`autocomp.quantizers.Quantizer.apply`), whose
+            weights and biases the kernels then run (:func:`~autocomp.kernels.from_quantizer.convert_quantized`);
+            None: rtn's simulation (:func:`autocomp.policy.apply`) and :func:`convert`.
+        results: with ``sim``, the quantizer's per-layer results (``apply(..., results=...)``).
     """
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    sim = apply(model, policy, act_ranges).eval()
-    kmodel = convert(model, policy, act_ranges).to(dev).eval()
+    if sim is None:
+        sim = apply(model, policy, act_ranges).eval()
+        kmodel = convert(model, policy, act_ranges).to(dev).eval()
+    else:
+        sim = sim.eval()
+        kmodel = convert_quantized(model, sim, policy, act_ranges, results).to(dev).eval()
     rep = ValidationReport(policy.id, str(dev))
     rep.layers = layer_errors(sim, kmodel, sample, dev) + simulated_layers(model, kmodel, policy)
     fp = model.to(dev).eval()

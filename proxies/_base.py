@@ -147,6 +147,12 @@ _REGISTRY: Registry[Callable[..., Proxy]] = Registry("proxy", {
 })
 
 
+# Proxies named ``FAMILY:REF``, built from the reference (``evolved:NAME``: a saved expression).
+_FAMILIES: Registry[Callable[..., Proxy]] = Registry("proxy family", {
+    "evolved": "autocomp.proxies.evolved:EvolvedProxy",
+})
+
+
 def register(name: str, factory: str | Callable[..., Proxy]) -> None:
     """Register a proxy under ``name`` (a class, or ``"module:Class"`` imported lazily)."""
     _REGISTRY.register(name, factory)
@@ -170,4 +176,7 @@ def get_proxy(name: str, **options: Any) -> Proxy:
         ...
         autocomp.errors.AutocompError: proxy 'hessian_trace': max_probes must be at least 1, got 0
     """
+    family, sep, ref = name.partition(":")
+    if sep and family in _FAMILIES and name not in _REGISTRY:
+        return _FAMILIES.get(family)(ref, **options)
     return _REGISTRY.get(name)(**options)

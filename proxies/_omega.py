@@ -14,7 +14,7 @@ from typing import Sequence
 
 from autocomp.modules import weight_of
 from autocomp.proxies._base import Proxy
-from autocomp.proxies._perturb import perturbation_norms
+from autocomp.proxies._perturb import act_key, perturbation_norms
 from autocomp.proxies.zero_cost import act_mse, act_stats_if_needed, omega_table
 from autocomp.quant import is_float
 from autocomp.sensitivity import Sensitivity
@@ -92,7 +92,7 @@ def _norm_table(layers, space, model, calib, norms, term) -> dict[str, dict[str,
     choices = space.choices(layers)
     acts = act_stats_if_needed(model, layers, calib, choices)
     def act(n, c):
-        return None if is_float(c.a_bits) else acts.get(n)
+        return None if is_float(c.a_bits) else acts.get(act_key(n, c))
 
     return {l.name: {c.key: float(term(l.name, c, norms[l.name][c.key], act(l.name, c))) for c in choices[l.name]}
             for l in layers}

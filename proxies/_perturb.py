@@ -19,6 +19,11 @@ calibration inputs, in weight units:
 ``H_W ~ G (x) Sigma`` (K-FAC) instead of a multiple of the identity: Tr(H)/n * ||dW||^2_x. A
 data-free quantizer's error is not shaped by the inputs, so it keeps ``||dW||^2``.
 
+A space with a quantizer dimension (``w4a8@gptq`` next to ``w4a8``) has each (layer, choice)
+quantized by the choice's own quantizer (:mod:`autocomp.quantizers.per_layer`), so the allocator
+picks per layer what will be evaluated; as soon as one of them uses input statistics, every
+choice is weighed by the inputs, so that the choices of a layer compare on one scale.
+
 Example:
     >>> from autocomp.proxies._perturb import Perturber
     >>> p = Perturber("gptq", model, ["fc1", "fc2"], wl.calib)     # doctest: +SKIP
@@ -36,6 +41,7 @@ from autocomp.modules import is_embedding, weight_of
 from autocomp.policy import Choice
 from autocomp.quant import is_float
 from autocomp.quantizers import LayerResult, LayerStats, Quantizer, collect_stats, get_quantizer
+from autocomp.quantizers.per_layer import for_choices
 
 DEFAULT = "rtn"
 
@@ -56,8 +62,11 @@ def check_spec(spec: str) -> None:
     build(spec)
 
 
-def is_default(spec: str) -> bool:
-    """Whether ``spec`` is round-to-nearest (``rtn``, ``rtn()``): the proxies' historical path."""
+def is_default(spec: str, space=None) -> bool:
+    """Whether ``spec`` is round-to-nearest (``rtn``, ``rtn()``) and ``space`` (when given) names
+    no per-layer quantizer: the proxies' historical path."""
+    if space is not None and space.quantizers():
+        return False
     return spec.strip() == DEFAULT or build(spec).spec == DEFAULT
 
 
@@ -71,11 +80,13 @@ class Perturber:
         batches: the calibration batches.
         weigh: whether :meth:`norms` will be asked for (the input moments that weigh the error
             are then collected too); a caller that only applies :meth:`result` passes False.
+        choices: every choice that will be asked for; those naming a quantizer (``w4a8@gptq``)
+            are quantized by it, ``spec`` quantizes the others.
     """
 
     def __init__(self, spec: str, model: torch.nn.Module, names: Sequence[str], batches: Iterable,
-                 weigh: bool = True):
-        self.quantizer = build(spec)
+                 weigh: bool = True, choices: Iterable[Choice] = ()):
+        self.quantizer = for_choices(build(spec), choices)
         # The input covariance weights the error whenever the quantizer shapes it by the inputs.
         self.weighted = weigh and bool(self.quantizer.needs)
         needs = set(self.quantizer.needs) | ({"hessian", "mean"} if self.weighted else set())
@@ -136,6 +147,50 @@ def perturbation_norms(spec: str, model: torch.nn.Module, layers: Sequence, choi
         >>> norms = perturbation_norms("gptq", wl.model(), layers, space.choices(layers), wl.calib)  # doctest: +SKIP
     """
     names = [l.name for l in layers]
-    p = Perturber(spec, model, names, batches)
+    p = Perturber(spec, model, names, batches, choices=[c for n in names for c in choices[n]])
     mods = dict(model.named_modules())
     return {n: p.norms(n, mods[n], choices[n]) for n in names}
+
+
+#: suffix of a layer's per-token input sample among the activation statistics (see :func:`act_key`)
+TOKEN_KEY = "#token"
+_TOKEN_ROWS = 1024  # token rows kept per layer for the per-token activation error
+
+
+def act_key(name: str, choice: Choice) -> str:
+    """The key of the activation statistics ``(lo, hi, sample)`` that ``choice``'s input error is
+    measured on: the layer's per-tensor sample, or its token rows for a per-token choice."""
+    return name + TOKEN_KEY if choice.per_token else name
+
+
+def token_stats(model: torch.nn.Module, layers, calib, choices: dict[str, list[Choice]],
+                seed: int = 0) -> dict[str, tuple[float, float, torch.Tensor]]:
+    """For each layer with a per-token choice, under :func:`act_key`: ``TOKEN_RANGE`` and a random
+    sample of its input's token rows ``[rows, features]`` (a per-token error needs whole rows,
+    which the per-tensor sample of scattered values does not keep).
+
+    Example:
+        >>> m = torch.nn.Sequential(torch.nn.Linear(4, 2))
+        >>> st = token_stats(m, [type("L", (), {"name": "0"})], [(torch.ones(2, 3, 4), None)],
+        ...                  {"0": [Choice(8, 8, act="token")]})
+        >>> st["0#token"][2].shape
+        torch.Size([6, 4])
+    """
+    from autocomp.modules import call_model, capture_inputs
+    from autocomp.quant import TOKEN_RANGE
+
+    names = [l.name for l in layers if any(c.per_token for c in choices.get(l.name, ()))]
+    if not names:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    per_call = _TOKEN_ROWS // max(len(calib), 1) + 1
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        r = x.detach().float().reshape(-1, x.shape[-1])
+        return r[torch.randperm(r.shape[0], generator=g)[:per_call]].cpu()
+
+    model.eval()
+    with capture_inputs(model, names, transform=rows) as seen, torch.no_grad():
+        for x, _ in calib:
+            call_model(model, x)
+    return {n + TOKEN_KEY: (*TOKEN_RANGE, torch.cat(seen[n]) if seen[n] else torch.zeros(0, 1)) for n in names}

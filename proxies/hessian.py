@@ -479,7 +479,7 @@ class HessianTraceProxy(Proxy):
     def parts(self, workload, layers, space) -> list[Part]:
         o = self.config
         # First, so that the early stop of the probe parts (a prefix) never drops them.
-        perturb = ([] if is_default(o.quantizer) else
+        perturb = ([] if is_default(o.quantizer, space) else
                    [Part("perturb", layers=p.layers) for p in layer_groups(layers, PERTURB_GROUPS)])
         if len(workload.calib) != 1:
             return perturb + [Part("batch", batch=b) for b in range(len(workload.calib))]
@@ -554,7 +554,7 @@ class HessianEigProxy(Proxy):
         o = self.config
         out = {"eigs": top_eigenvalues(workload.model(), workload.loss, workload.calib, list(part.layers), o.seed,
                                        o.tol, o.max_iter)}
-        if not is_default(o.quantizer):
+        if not is_default(o.quantizer, space):
             out["norms"] = layer_norms(o.quantizer, workload, layers, space, part.layers)
         return out
 

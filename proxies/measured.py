@@ -83,8 +83,8 @@ class LossDeltaProxy(Proxy):
         ranges = activation_ranges(activation_stats(model, names, workload.calib), a_bits)
         base = calibration_loss(model, workload)
         mods = dict(model.named_modules())
-        quantized = None if is_default(self.config.quantizer) else Perturber(self.config.quantizer, model, names,
-                                                                             workload.calib, weigh=False)
+        quantized = None if is_default(self.config.quantizer, space) else Perturber(
+            self.config.quantizer, model, names, workload.calib, weigh=False, choices=[c for cs in choices.values() for c in cs])
         omega, scores = {}, {}
         for l in layers:
             mod = mods[l.name]

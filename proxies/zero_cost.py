@@ -10,7 +10,7 @@ from autocomp.calibrate import activation_stats
 from autocomp.modules import call_model, capture_inputs, output_first, weight_of
 from autocomp.proxies._base import Proxy
 from autocomp.proxies._options import ChunkOptions
-from autocomp.proxies._perturb import check_spec, is_default, perturbation_norms
+from autocomp.proxies._perturb import act_key, check_spec, is_default, perturbation_norms, token_stats
 from autocomp.quant import compress_weight, fake_quant_act, is_float
 from autocomp.sensitivity import Sensitivity
 
@@ -29,7 +29,9 @@ def needs_act_quant(choices: dict) -> bool:
 
 def act_stats_if_needed(model: torch.nn.Module, layers, calib, choices: dict) -> dict:
     """Calibration activation statistics, gathered only when activations can be quantized."""
-    return activation_stats(model, [l.name for l in layers], calib) if needs_act_quant(choices) else {}
+    if not needs_act_quant(choices):
+        return {}
+    return {**activation_stats(model, [l.name for l in layers], calib), **token_stats(model, layers, calib, choices)}
 
 
 def omega_table(layers, space, model: torch.nn.Module, calib, per_choice: Callable[..., float],
@@ -46,7 +48,7 @@ def omega_table(layers, space, model: torch.nn.Module, calib, per_choice: Callab
     for l in layers:
         n = l.name
         deltas = choice_perturbations(mods[n], choices[n])
-        out[n] = {c.key: float(per_choice(n, c, deltas[c.key], None if is_float(c.a_bits) else stats.get(n)))
+        out[n] = {c.key: float(per_choice(n, c, deltas[c.key], None if is_float(c.a_bits) else stats.get(act_key(n, c))))
                   for c in choices[n]}
     return out
 
@@ -172,7 +174,7 @@ class QuantMSEProxy(Proxy):
             check_spec(self.quantizer)
 
     def score(self, workload, layers, space) -> Sensitivity:
-        if not is_default(self.config.quantizer):
+        if not is_default(self.config.quantizer, space):
             omega = perturbation_norms(self.config.quantizer, workload.model(), layers, space.choices(layers),
                                        workload.calib)
             return Sensitivity(self.name, omega, {l.name: 1.0 for l in layers})

@@ -8,6 +8,8 @@ A space is a YAML file::
     prune: [0.0]
     group: [channel, 128]         # weight scales per output channel or per 128 inputs (default channel)
     zero_point: false             # true: asymmetric weights (or [false, true]: both)
+    act: [tensor]                 # quantized inputs: calibrated per-tensor ranges, or [tensor, token]
+    quantizer: [default]          # who sets the weights: the study's --quantizer, or e.g. [rtn, gptq]
     overrides:                    # first match wins; patterns are fnmatch globs on layer names (a
       - match: "@first"           # tied layer's aliases too), or @first / @last (forward order),
         w_bits: [8]               # @embeddings / @lm_head (by role)
@@ -19,6 +21,12 @@ A space is a YAML file::
 Instead of the product of ``w_bits`` x ``a_bits`` x ``prune`` x ``group`` x ``zero_point``, a space
 (or an override) may list its choices by key: ``choices: [w4a32g128, w8a32z]``. Embeddings and
 LM heads are weight-only: their choices keep the input in float whatever ``a_bits`` says.
+
+``act: token`` (per-token dynamic input ranges, key suffix ``t``: ``w4a8t``) is offered only to
+linear layers whose input has a token axis (a transformer's ``[seq, features]``); other layers
+take the space's per-tensor choices. ``quantizer`` names the quantizer of each choice (key suffix
+``@gptq``; ``default`` is the study's ``--quantizer``), so the allocator picks per layer the one
+that will be evaluated; the names are checked against the quantizer registry by the search.
 
 Example:
     >>> from autocomp.search_spaces import load_space
@@ -37,14 +45,14 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import yaml
 
 from autocomp.errors import SearchSpaceError
-from autocomp.policy import Choice
+from autocomp.policy import ACT_MODES, QUANTIZER_NAME, Choice
 from autocomp.profile import LayerInfo
 from autocomp.quant import FLOAT_BITS, is_float
 
 HERE = Path(__file__).parent
 ALLOWED_W_BITS = (1, 1.58, 2, 3, 4, 5, 6, 7, 8, 16, 32)
 ALLOWED_A_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
-_PRODUCT_KEYS = ("w_bits", "a_bits", "prune", "group", "zero_point")
+_PRODUCT_KEYS = ("w_bits", "a_bits", "prune", "group", "zero_point", "act", "quantizer")
 _TOP_KEYS = {"name", "description", *_PRODUCT_KEYS, "choices", "overrides", "ties"}
 _OVR_KEYS = {"match", *_PRODUCT_KEYS, "choices", "skip"}
 _ROLE_MATCH = {"@embeddings": "embedding", "@lm_head": "lm_head"}
@@ -60,6 +68,8 @@ class Override:
     group: tuple[int | None, ...] | None = None
     zero_point: tuple[bool, ...] | None = None
     choices: tuple[Choice, ...] | None = None
+    act: tuple[str, ...] | None = None
+    quantizer: tuple[str | None, ...] | None = None
 
     def matches(self, layer: LayerInfo, n_layers: int) -> bool:
         if self.match == "@first":
@@ -71,17 +81,29 @@ class Override:
         return any(fnmatch.fnmatchcase(n, self.match) for n in (layer.name, *layer.aliases))
 
 
-def _product(w, a, p, g, z) -> list[Choice]:
+def _product(w, a, p, g, z, act=("tensor",), qz=(None,)) -> list[Choice]:
     out = []
     for wb, ab, pr, gr, zp in itertools.product(w, a, p, g, z):
         if is_float(wb):  # float weights have no scales: one choice, whatever group says
             gr, zp = None, False
-        out.append(Choice(wb, ab, pr, gr, zp))
+        # A float input has no range to take per token; float unpruned weights need no quantizer.
+        # Only these new dimensions are de-duplicated: the older ones keep their historical lists.
+        variants = [Choice(wb, ab, pr, gr, zp, act="tensor" if is_float(ab) else ac,
+                           quantizer=None if is_float(wb) and pr <= 0 else qn)
+                    for ac, qn in itertools.product(act, qz)]
+        out += list(dict.fromkeys(variants))
     return out
 
 
+def has_token_axis(layer: LayerInfo) -> bool:
+    """Whether per-token input ranges make sense for ``layer``: a linear layer whose input has a
+    token (sequence) axis before its features, as in a transformer; not a convolution or an MLP
+    on flat features."""
+    return layer.role == "linear" and len(layer.in_shape) >= 2
+
+
 def _weight_only(cs: Sequence[Choice]) -> list[Choice]:
-    return list(dict.fromkeys(dataclasses.replace(c, a_bits=FLOAT_BITS) for c in cs))
+    return list(dict.fromkeys(dataclasses.replace(c, a_bits=FLOAT_BITS, act="tensor") for c in cs))
 
 
 @dataclass(frozen=True)
@@ -97,11 +119,26 @@ class SearchSpace:
     group: tuple[int | None, ...] = (None,)
     zero_point: tuple[bool, ...] = (False,)
     explicit: tuple[Choice, ...] = ()
+    act: tuple[str, ...] = ("tensor",)
+    quantizer: tuple[str | None, ...] = (None,)
 
     def _base(self) -> list[Choice]:
         if self.explicit:
             return list(self.explicit)
-        return _product(self.w_bits, self.a_bits, self.prune, self.group, self.zero_point)
+        return _product(self.w_bits, self.a_bits, self.prune, self.group, self.zero_point, self.act, self.quantizer)
+
+    def quantizers(self) -> list[str]:
+        """Every quantizer a choice of this space names (overrides included), sorted; empty when
+        every layer uses the study's ``--quantizer``.
+
+        Example:
+            >>> space_from_dict({"w_bits": [4], "quantizer": ["default", "gptq"]}).quantizers()
+            ['gptq']
+        """
+        names = {c.quantizer for c in self._base()}
+        for o in self.overrides:
+            names |= {c.quantizer for c in o.choices or ()} | set(o.quantizer or ())
+        return sorted(n for n in names if n is not None)
 
     def choices_for(self, layer: LayerInfo, n_layers: int) -> list[Choice]:
         """Every choice ``layer`` may take (the first matching override narrows the space).
@@ -117,11 +154,20 @@ class SearchSpace:
                     cs = list(o.choices)
                 else:
                     cs = _product(o.w_bits or self.w_bits, o.a_bits or self.a_bits, o.prune or self.prune,
-                                  o.group or self.group, o.zero_point or self.zero_point)
+                                  o.group or self.group, o.zero_point or self.zero_point, o.act or self.act,
+                                  o.quantizer or self.quantizer)
                 break
         if cs is None:
             cs = self._base()
-        return _weight_only(cs) if layer.weight_only else cs
+        if layer.weight_only:
+            return _weight_only(cs)
+        if not has_token_axis(layer):
+            kept = [c for c in cs if not c.per_token]
+            if not kept:
+                raise SearchSpaceError(f"search space {self.name}: layer {layer.name} ({layer.kind}) has no token axis "
+                                       "for per-token inputs, and the space gives it no per-tensor choice")
+            cs = kept
+        return cs
 
     def uniform_choice(self, layer: LayerInfo, w_bits: float) -> Choice | None:
         """``layer``'s choice in the uniform ``w_bits`` baseline, built from the space's own
@@ -141,6 +187,8 @@ class SearchSpace:
                 return None
             pool = _product((w_bits,), self.a_bits, (0.0,), self.group, self.zero_point)
         a_pref = 8 if any(c.a_bits == 8 for c in pool) else max(c.a_bits for c in pool)
+        # per tensor and the study's quantizer where the space has them: the plain baseline
+        pool = sorted(pool, key=lambda c: (c.per_token, c.quantizer is not None))
         c = next(c for c in pool if c.a_bits == a_pref)
         return _weight_only([c])[0] if layer.weight_only else c
 
@@ -249,6 +297,10 @@ class SearchSpace:
             d["group"] = [_group_word(g) for g in self.group]
         if self.zero_point != (False,):
             d["zero_point"] = list(self.zero_point)
+        if self.act != ("tensor",):
+            d["act"] = list(self.act)
+        if self.quantizer != (None,):
+            d["quantizer"] = [_quantizer_word(q) for q in self.quantizer]
         if self.explicit:
             d = {k: v for k, v in d.items() if k not in _PRODUCT_KEYS}
             d["choices"] = [c.key for c in self.explicit]
@@ -257,6 +309,10 @@ class SearchSpace:
 
 def _group_word(g: int | None) -> int | str:
     return "channel" if g is None else g
+
+
+def _quantizer_word(q: str | None) -> str:
+    return "default" if q is None else q
 
 
 def _override_dict(o: Override) -> dict[str, Any]:
@@ -268,6 +324,8 @@ def _override_dict(o: Override) -> dict[str, Any]:
             v = [_group_word(g) for g in v]
         elif k == "choices":
             v = [c.key for c in v]
+        elif k == "quantizer":
+            v = [_quantizer_word(q) for q in v]
         elif isinstance(v, tuple):
             v = list(v)
         d[k] = v
@@ -344,6 +402,24 @@ def _zp_list(v: Any, where: str, key: str = "zero_point") -> tuple:
     if not items or not all(isinstance(b, bool) for b in items):
         raise SearchSpaceError(f"search space {where}: {key!r} must be true, false or a list of them")
     return tuple(dict.fromkeys(items))
+
+
+def _act_list(v: Any, where: str, key: str = "act") -> tuple:
+    items = v if isinstance(v, list) else [v]
+    if not items or not all(isinstance(a, str) and a in ACT_MODES for a in items):
+        bad = next((a for a in items if not (isinstance(a, str) and a in ACT_MODES)), None)
+        raise SearchSpaceError(f"search space {where}: {key!r} has {bad!r}; input ranges are "
+                               f"{' or '.join(ACT_MODES)} (or a list of them)")
+    return tuple(dict.fromkeys(items))
+
+
+def _quantizer_list(v: Any, where: str, key: str = "quantizer") -> tuple:
+    items = v if isinstance(v, list) else [v]
+    bad = next((q for q in items if not (isinstance(q, str) and (q == "default" or QUANTIZER_NAME.fullmatch(q)))), None)
+    if not items or bad is not None:
+        raise SearchSpaceError(f"search space {where}: {key!r} has {bad!r}; a quantizer is 'default' (the study's "
+                               "--quantizer) or a registered name such as rtn or gptq")
+    return tuple(dict.fromkeys(None if q == "default" else q for q in items))
 
 
 def _choice_list(v: Any, where: str, key: str = "choices") -> tuple:
@@ -429,6 +505,8 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
             group=_group_list(o["group"], where, f"overrides[{i}].group") if "group" in o else None,
             zero_point=oz,
             choices=_choice_list(o["choices"], where, f"overrides[{i}].choices") if "choices" in o else None,
+            act=_act_list(o["act"], where, f"overrides[{i}].act") if "act" in o else None,
+            quantizer=_quantizer_list(o["quantizer"], where, f"overrides[{i}].quantizer") if "quantizer" in o else None,
         ))
     ties = []
     for i, t in enumerate(d.get("ties") or []):
@@ -443,6 +521,8 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
         prune = tuple(sorted({c.prune for c in explicit}))
         group = tuple(dict.fromkeys(c.group for c in explicit))
         zps = tuple(dict.fromkeys(c.zero_point for c in explicit))
+        act = tuple(dict.fromkeys(c.act for c in explicit))
+        qz = tuple(dict.fromkeys(c.quantizer for c in explicit))
     else:
         w_bits = _bits_list(d["w_bits"], "w_bits", ALLOWED_W_BITS, where)
         a_bits = _bits_list(d.get("a_bits", [8]), "a_bits", ALLOWED_A_BITS, where)
@@ -450,11 +530,13 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
         group = _group_list(d.get("group", ["channel"]), where)
         zps = _zp_list(d.get("zero_point", False), where)
         _check_zp(where, "zero_point", w_bits, zps)
+        act = _act_list(d.get("act", "tensor"), where)
+        qz = _quantizer_list(d.get("quantizer", "default"), where)
     return SearchSpace(
         name=str(d.get("name", where)), w_bits=w_bits, a_bits=a_bits, prune=prune,
         overrides=tuple(overrides), ties=tuple(ties),
         description=str(d.get("description", "")), source=dict(d),
-        group=group, zero_point=zps, explicit=explicit,
+        group=group, zero_point=zps, explicit=explicit, act=act, quantizer=qz,
     )
 
 

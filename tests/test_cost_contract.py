@@ -15,6 +15,27 @@ class TestSize(CostMetricContract):
     monotone = True
 
 
+class TestSizeOfTheFile(CostMetricContract):
+    """``size`` counting a checkpoint file: a pruned layer also stores where its weights are, so
+    pruning lightly at high bits costs more than not pruning; fewer bits never cost more."""
+
+    metric = "size"
+    monotone = "bits"
+
+    @classmethod
+    def layout(cls, layers):
+        from autocomp.layout import FileLayout
+
+        return FileLayout(other_bytes=4096, offset_digits=6)
+
+    def test_the_file_accounting_is_used(self, network):
+        layers, _, _, full, bare = network
+        from autocomp.policy import Choice, Policy
+
+        pol = Policy.uniform([l.name for l in layers], Choice(4, 8))
+        assert full.cost("size", pol) > bare.cost("size", pol)   # scales and headers counted
+
+
 class TestBitOps(CostMetricContract):
     metric = "bitops"
     monotone = True

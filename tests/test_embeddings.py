@@ -111,13 +111,21 @@ def test_baselines_follow_the_space(gpt2, gpt2_layers):
     budget = parse_budget("size<=50%")
     ctx = make_context("gpt2", gpt2_layers, load_space("weight_only"), budget, model_param_count(m))
     base = baselines(ctx, (8, 4))
-    assert [c.label for c in base] == ["uniform w8a32g128", "uniform w4a32g128", "fp32"]
-    assert all(c.a_bits == 32 and c.group == 128 for cand in base[:2] for _, c in cand.policy.layers)
+    assert [c.label for c in base] == ["uniform w8a32g128", "uniform w4a32g128",
+                                       "uniform w4a32g128, embeddings 8-bit", "fp32"]
+    assert all(c.a_bits == 32 and c.group == 128 for cand in base[:3] for _, c in cand.policy.layers)
+    # LLM tools' default: the embeddings (and a tied head with them) at 8 bits, the rest at 4
+    mix = base[2].policy
+    assert mix["transformer.wte"].w_bits == 8 and mix["transformer.h.0.attn.c_attn"].w_bits == 4
     ctx = make_context("gpt2", gpt2_layers, load_space("mixed_precision"), budget, model_param_count(m))
     pol = baselines(ctx, (4,))[0].policy
     assert pol["transformer.wte"] == Choice(4, 32) and pol["transformer.h.0.attn.c_attn"] == Choice(4, 8)
     ctx = make_context("gpt2", gpt2_layers, load_space("int4_int8"), budget, model_param_count(m))
-    assert [c.label for c in baselines(ctx, (8, 6, 4))] == ["uniform w8a32z", "uniform w4a32g128", "fp32"]
+    labels = [c.label for c in baselines(ctx, (8, 6, 4))]
+    assert labels == ["uniform w8a32z", "uniform w4a32g128", "uniform w4a32g128, embeddings 8-bit", "fp32"]
+    nncf_default = baselines(ctx, (4,))[1].policy   # NNCF's compress_weights INT4_SYM g128 at ratio 1.0
+    assert {c.key for n, c in nncf_default.layers if "wte" in n or "wpe" in n} == {"w8a32z"}
+    assert {c.key for n, c in nncf_default.layers if "wte" not in n and "wpe" not in n} == {"w4a32g128"}
 
 
 def test_bert_embeddings_are_layers():

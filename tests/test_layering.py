@@ -17,10 +17,10 @@ FOLDERS = {"autocomp": "autocomp", "proxies": "autocomp.proxies", "workers": "au
            "kernels": "autocomp.kernels", "search_spaces": "autocomp.search_spaces"}
 
 VALUES = ("autocomp", "autocomp.errors", "autocomp.values", "autocomp.policy", "autocomp.budget",
-          "autocomp.metrics", "autocomp.costs", "autocomp.sensitivity", "autocomp.profile", "autocomp.modules",
+          "autocomp.metrics", "autocomp.costs", "autocomp.layout", "autocomp.sensitivity", "autocomp.profile", "autocomp.modules",
           "autocomp.search_spaces", "autocomp.workload", "autocomp.quant", "autocomp.calibrate",
           "autocomp.progress", "autocomp.registry", "autocomp.target", "autocomp.interactions",
-          "autocomp.devices")
+          "autocomp.devices", "autocomp.bands")
 PLUGINS = ("autocomp.proxies", "autocomp.allocators", "autocomp.evaluators", "autocomp.kernels",
            "autocomp.workloads", "autocomp.quantizers")
 # Quantizers are the numerics the evaluators and proxies are about (a proxy scores a choice with

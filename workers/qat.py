@@ -15,13 +15,15 @@ from __future__ import annotations
 from typing import Sequence
 
 from autocomp.budget import CostModel
+from autocomp.layout import FileLayout
 from autocomp.policy import Choice, Policy
 from autocomp.profile import LayerInfo
 
 
 def qat_trainable(config: dict, spec: str = "digits", names: Sequence[str] = (), fixed: dict | None = None,
                   groups: dict | None = None, options: dict | None = None, cost_layers: Sequence[dict] = (),
-                  total_params: int | None = None, metrics: Sequence[str] = ()) -> None:
+                  total_params: int | None = None, metrics: Sequence[str] = (),
+                  layout: dict | None = None) -> None:
     """Ray Tune function trainable for one QAT trial.
 
     Args:
@@ -31,7 +33,8 @@ def qat_trainable(config: dict, spec: str = "digits", names: Sequence[str] = (),
         fixed: layer -> choice key of layers with a single allowed choice.
         groups: parameter -> the layers it sets.
         options: the ``qat`` evaluator's options (epochs, lr, seed).
-        cost_layers, total_params: the cost model's layers (``LayerInfo.to_dict``) and parameter count.
+        cost_layers, total_params, layout: the cost model's layers (``LayerInfo.to_dict``),
+            parameter count and file layout (``FileLayout.to_dict``; None: the earlier size accounting).
         metrics: the budget's cost metrics, reported as Optuna objectives.
     """
     import torch
@@ -49,6 +52,7 @@ def qat_trainable(config: dict, spec: str = "digits", names: Sequence[str] = (),
     pol = Policy.from_choices([(n, ch[n]) for n in names])
     wl = load_workload(worker_spec(spec))
     res = get_evaluator("qat", **(options or {})).evaluate(wl, pol)
-    cm = CostModel([LayerInfo.from_dict(d) for d in cost_layers], total_params=total_params)
+    cm = CostModel([LayerInfo.from_dict(d) for d in cost_layers], total_params=total_params,
+                   layout=FileLayout.from_dict(layout) if layout else None)
     tune.report({res.quality_metric: res.quality, **{m: cm.cost(m, pol) for m in metrics},
                  "policy": pol.to_dict(), "evaluation": res.to_dict()})

@@ -26,6 +26,7 @@ from autocomp.metrics import Metrics
 from autocomp.modules import activation_layers
 from autocomp.policy import Policy
 from autocomp.quantizers import Quantizer, collect_stats, get_quantizer
+from autocomp.quantizers.per_layer import ensure_stats, for_policy
 from autocomp.workload import Workload
 
 ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
@@ -85,11 +86,14 @@ class PTQEvaluator(Evaluator):
         self._quantizer = build_quantizer(self.options.quantizer)
         # one calibration pass for every policy this worker evaluates (none for rtn)
         self._stats = collect_stats(model, workload.calib, names, self._quantizer.needs)
+        self._names, self._have = names, set(self._quantizer.needs)
 
     def evaluate(self, workload: Workload, policy: Policy) -> Metrics:
         workload = self.prepare(workload)   # on the evaluator's device
         t0 = time.perf_counter()
+        quantizer = for_policy(self._quantizer, policy)   # choices naming their quantizer (w4a8@gptq)
+        ensure_stats(self._stats, self._have, workload.model(), workload.calib, self._names, quantizer.needs)
         with self.precision():
-            model = self._quantizer.apply(workload.model(), policy, self._ranges, self._stats, batches=workload.calib)
+            model = quantizer.apply(workload.model(), policy, self._ranges, self._stats, batches=workload.calib)
             quality = workload.evaluate(model)
         return Metrics(policy.id, float(quality), workload.quality, seconds=time.perf_counter() - t0)

@@ -29,7 +29,7 @@ from autocomp.evaluators._base import DeviceOptions, Evaluator
 from autocomp.evaluators.ptq import ACT_BITS
 from autocomp.metrics import Metrics
 from autocomp.modules import call_model, is_transposed
-from autocomp.policy import Choice, Policy, apply
+from autocomp.policy import Choice, Policy, apply, input_range
 from autocomp.quant import compress_weight, fake_quant_act, is_float
 from autocomp.workload import Workload
 
@@ -133,7 +133,7 @@ def qat_finetune(model: torch.nn.Module, policy: Policy, batches: Sequence, loss
         if not is_float(ch.w_bits) or ch.prune > 0:
             parametrize.register_parametrization(mod, "weight", _STEWeight(ch, is_transposed(mod)))
         if not is_float(ch.a_bits):
-            lo, hi = ranges[name].get(int(ch.a_bits), ranges[name][max(ranges[name])])
+            lo, hi = input_range(ranges, name, ch)   # TOKEN_RANGE for a per-token choice
             hooks.append(mod.register_forward_pre_hook(_STEAct(lo, hi, int(ch.a_bits))))
     params = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)

@@ -83,6 +83,8 @@ class ExportJob:
         quantizer: the study's quantizer (:func:`autocomp.quantizers.get_quantizer`).
         stats: the quantizer's calibration statistics (``{}`` when it needs none).
         workload: the workload the model came from, or None.
+        full_size: the study's ``size`` counts every stored scale, pruned position and buffer
+            (studies created before checkpoints existed count codes and group metadata only).
     """
 
     study: str
@@ -96,6 +98,7 @@ class ExportJob:
     stats: Mapping[str, Any] = field(default_factory=dict)
     workload: Any = None
     apply: bool = False     # --apply: torchao also writes the model it quantized
+    full_size: bool = True
 
 
 _FORMATS: Registry[ExportFormat] = Registry("export format")

@@ -4,7 +4,8 @@ A directory of three files, none of them a pickle:
 
 * ``model.safetensors``: per quantized layer ``NAME.weight.codes`` (the kept codes at ``w_bits``
   each), ``.scale`` (fp16, per channel ``[N]`` or per group ``[N, G]``), ``.zeros`` (asymmetric)
-  and ``.mask`` / ``.index`` (pruned layers; see :mod:`autocomp.export.codes`); every other
+  and ``.mask`` / ``.index`` (pruned layers; see :mod:`autocomp.export.codes`); a pruned float
+  layer as ``NAME.weight.values`` (its kept fp32 weights) and ``.mask`` / ``.index``; every other
   parameter and buffer of the compressed model under its state-dict name, in its dtype (a tensor
   two names share is stored once).
 * ``policy.json``: the policy as ``front export --format policy`` writes it.
@@ -29,11 +30,10 @@ import torch
 
 from autocomp.errors import AutocompError
 from autocomp.export import ExportJob
-from autocomp.export.codes import encode_layer
-from autocomp.kernels.modules import weight_qparams
+from autocomp.export.codes import encode_layer, encode_positions
 from autocomp.modules import is_embedding, is_transposed, tied_aliases, weight_of
 from autocomp.policy import Choice, input_range, policy_modules
-from autocomp.quant import is_float, prune_mask
+from autocomp.quant import is_float, is_token_range, prune_mask
 
 FORMAT = "autocomp.checkpoint"
 FORMAT_VERSION = 1
@@ -49,43 +49,31 @@ def module_kind(module: torch.nn.Module) -> str:
     return type(module).__name__.lower()
 
 
-def _qparams(src: torch.Tensor, choice: Choice):
-    codes, scale, zeros = weight_qparams(src, choice)
-    if choice.group is not None:   # the kernels' [G, N] back to the stored [N, G]
-        scale = scale.t().contiguous()
-        zeros = None if zeros is None else zeros.t().contiguous()
-    mask = prune_mask(src, choice.prune) if choice.prune > 0 else None
-    return codes, scale, zeros, mask
-
-
-def _dequantize(codes, scale, zeros, mask, choice: Choice) -> torch.Tensor:
-    k = codes.shape[1]
-    g = k if choice.group is None else int(choice.group)
-    expand = (lambda t: t[:, None]) if scale.dim() == 1 else (lambda t: t.repeat_interleave(g, dim=1)[:, :k])
-    w = (codes - (expand(zeros) if zeros is not None else 0)) * expand(scale)
-    return w if mask is None else w * mask
-
-
 def stored_codes(name: str, float_mod: torch.nn.Module, sim_mod: torch.nn.Module, choice: Choice,
                  quantizer_spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Signed codes ``[N, K]``, scales ``[N]`` / ``[N, G]``, zero points and prune mask of one layer.
 
-    Round-to-nearest codes of the float weight when they reproduce the simulated weight (``rtn``,
-    and quantizers that only correct biases); else those of the weight the quantizer produced
-    (GPTQ-like), which must reproduce it too, or the export fails naming the layer.
+    The codes reproduce the simulated weight (:func:`autocomp.kernels.from_quantizer.layer_qparams`:
+    round-to-nearest codes of the float weight for ``rtn`` and bias-only quantizers, else those of
+    the quantizer's weight, else its grid read off the weight, as GPTQ's group-wise weights need),
+    or the export fails naming the layer.
     """
+    from autocomp.kernels.from_quantizer import layer_qparams
+
     sim_w = weight_of(sim_mod).detach().float()
     sim_w = sim_w.reshape(sim_w.shape[0], -1)
     float_w = weight_of(float_mod).detach().float().reshape(sim_w.shape)
-    scale_ref = max(float(sim_w.abs().max()), 1e-30)
-    err = float("inf")
-    for src in (float_w, sim_w):
-        q = _qparams(src, choice)
-        err = float((_dequantize(*q, choice) - sim_w).abs().max()) / scale_ref
-        if err <= 1e-5:
-            return q
-    raise AutocompError(f"layer {name!r}: the {quantizer_spec} weights are not representable as {choice.key} "
-                        f"codes and scales (max relative error {err:.2g})")
+    try:
+        codes, scale, zeros = layer_qparams(name, float_w, sim_w, choice)
+    except ValueError as e:
+        raise AutocompError(f"{quantizer_spec}: {e}") from None
+    if choice.group is not None:   # the kernels' [G, N] back to the stored [N, G]
+        scale = scale.t().contiguous()
+        zeros = None if zeros is None else zeros.t().contiguous()
+    # the pruned weights are exact zeros of the simulated weight; which zeros count as pruned
+    # does not change a value (a pruned position decodes to 0 too), only the count must be exact
+    mask = prune_mask(sim_w, choice.prune) if choice.prune > 0 else None
+    return codes, scale, zeros, mask
 
 
 def write_checkpoint(job: ExportJob, directory: Path) -> str:
@@ -97,36 +85,41 @@ def write_checkpoint(job: ExportJob, directory: Path) -> str:
     directory = Path(directory)
     q = job.quantizer
     calib = job.workload.calib if job.workload is not None else None
-    sim = q.apply(job.model, job.policy, job.act_ranges, job.stats, batches=calib)
+    results: dict = {}
+    sim = q.apply(job.model, job.policy, job.act_ranges, job.stats, batches=calib, results=results)
+    scaled = [n for n, r in results.items() if getattr(r, "input_scale", None) is not None]
+    if scaled:   # AWQ's per-input-channel scales: not in this format (nor in the cost model's size)
+        raise AutocompError(f"layer {scaled[0]!r}: {q.spec} scales its input per channel, which checkpoint format "
+                            f"version {FORMAT_VERSION} cannot store; export --format torchao or onnx, or a study "
+                            "without awq")
     sim_mods = dict(sim.named_modules())
     aliases = tied_aliases(sim)
     tensors: dict[str, torch.Tensor] = {}
     layers: list[dict[str, Any]] = []
     consumed: set[str] = set()
-    counted = {"codes": 0, "zeros": 0, "scales": 0}
-    uncounted = {"channel_scales": 0, "pruning": 0}
+    nbytes = {"codes": 0, "zeros": 0, "scales": 0, "pruning": 0}
     for name, choice, fmod in policy_modules(job.model, job.policy):
         smod = sim_mods[name]
         entry: dict[str, Any] = {"name": name, "choice": choice.key, "kind": module_kind(fmod),
                                  "weight_shape": list(fmod.weight.shape), "aliases": aliases.get(name, []),
                                  "act_range": None}
         rng = None if is_embedding(fmod) else input_range(job.act_ranges, name, choice)
-        if rng is not None:
-            entry["act_range"] = [float(rng[0]), float(rng[1])]
+        if rng is not None:   # a per-token input has no stored range: it is measured at run time
+            entry["act_range"] = "token" if is_token_range(*rng) else [float(rng[0]), float(rng[1])]
         if not is_float(choice.w_bits):
             codes, scale, zeros, mask = stored_codes(name, fmod, smod, choice, q.spec)
             t, desc = encode_layer(codes, scale, zeros, choice, mask)
-            entry.update(desc)
-            for k, v in t.items():
-                tensors[f"{name}.weight.{k}"] = v
-            consumed |= {f"{n}.weight" for n in [name, *aliases.get(name, [])]}
-            counted["codes"] += t["codes"].nbytes
-            counted["zeros"] += t["zeros"].nbytes if "zeros" in t else 0
-            if choice.group is not None or choice.zero_point:   # costs.meta_bits counts these
-                counted["scales"] += t["scale"].nbytes
-            else:
-                uncounted["channel_scales"] += t["scale"].nbytes
-            uncounted["pruning"] += sum(t[k].nbytes for k in ("mask", "index") if k in t)
+        elif choice.prune > 0:   # a pruned float layer: the kept values and where they are
+            t, desc = sparse_float(weight_of(fmod).detach(), weight_of(smod).detach(), choice.prune)
+        else:
+            layers.append(entry)
+            continue
+        entry.update(desc)
+        for k, v in t.items():
+            tensors[f"{name}.weight.{k}"] = v
+        consumed |= {f"{n}.weight" for n in [name, *aliases.get(name, [])]}
+        for k, v in t.items():
+            nbytes[{"values": "codes", "scale": "scales", "mask": "pruning", "index": "pruning"}.get(k, k)] += v.nbytes
         layers.append(entry)
     params = {n for n, _ in sim.named_parameters(remove_duplicate=False)}
     shared: dict[str, str] = {}
@@ -143,30 +136,45 @@ def write_checkpoint(job: ExportJob, directory: Path) -> str:
         tensors[key] = v.detach().contiguous().clone()
         floats["parameters" if key in params else "buffers"] += v.nbytes
     save_file(tensors, str(directory / WEIGHTS))
-    uncounted["buffers"] = floats.pop("buffers")
-    nbytes = {"counted": {**counted, **floats}, "not_counted": uncounted}
+    nbytes.update(floats)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "autocomp_version": autocomp.__version__, "torch_version": torch.__version__,
         "study": job.study, "policy_id": job.policy.id, "model": job.model_spec, "quantizer": q.spec,
         "front": job.front_point, "layers": layers, "shared": shared, "bytes": nbytes,
+        "front_size_counts": "all" if job.full_size else "codes and group metadata",
     }
     (directory / POLICY).write_text(json.dumps(job.policy_doc, indent=1))
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     return f"wrote checkpoint of policy {job.policy.id} ({len(job.policy)} layers): " + \
-        size_line((directory / WEIGHTS).stat().st_size, nbytes, (job.front_point or {}).get("size"))
+        size_line((directory / WEIGHTS).stat().st_size, nbytes, (job.front_point or {}).get("size"), job.full_size)
 
 
-def size_line(file_bytes: int, nbytes: dict, front_size: float | None) -> str:
-    """The checkpoint's size against the front's: what the cost model counts, then the rest.
+def sparse_float(float_w: torch.Tensor, sim_w: torch.Tensor, prune: float) -> tuple[dict[str, torch.Tensor], dict]:
+    """A pruned float layer as its kept fp32 values and their positions
+    (:func:`autocomp.layout.layer_tensors`)."""
+    mask = prune_mask(float_w, prune).reshape(-1)
+    key, pos, fmt = encode_positions(mask)
+    values = sim_w.reshape(-1)[mask].float().contiguous()
+    return {"values": values, key: pos}, {"codes": "float32", "rows": int(sim_w.shape[0]),
+                                          "cols": int(sim_w[0].numel()), "kept": int(values.numel()),
+                                          "pruning": fmt}
+
+
+def size_line(file_bytes: int, nbytes: dict, front_size: float | None, full_size: bool = True) -> str:
+    """The checkpoint's size against the front's: the stored tensors, then the file's header.
 
     Example:
-        >>> size_line(1100, {"counted": {"codes": 990}, "not_counted": {"buffers": 10}}, 1000.0)
-        'model.safetensors 1100 B; counted as the cost model does 990 B (front size 1000 B, -1.00 %); not counted: buffers 10 B, header 100 B'
+        >>> size_line(1100, {"codes": 990, "buffers": 10}, 1000.0)
+        'model.safetensors 1100 B (front size 1000 B, +10.00 %): tensors 1000 B (+0.00 %), header 100 B'
     """
-    counted = sum(nbytes["counted"].values())
-    rest = nbytes["not_counted"]
-    header = file_bytes - counted - sum(rest.values())
-    vs = f" (front size {front_size:.0f} B, {100.0 * (counted / front_size - 1):+.2f} %)" if front_size else ""
-    extra = ", ".join(f"{k.replace('_', ' ')} {v} B" for k, v in {**rest, "header": header}.items() if v)
-    return f"{WEIGHTS} {file_bytes} B; counted as the cost model does {counted} B{vs}; not counted: {extra}"
+    payload = sum(nbytes.values())
+    header = file_bytes - payload
+    if not front_size:
+        return f"{WEIGHTS} {file_bytes} B: tensors {payload} B, header {header} B"
+    vs = lambda b: f"{100.0 * (b / front_size - 1):+.2f} %"
+    line = (f"{WEIGHTS} {file_bytes} B (front size {front_size:.0f} B, {vs(file_bytes)}): "
+            f"tensors {payload} B ({vs(payload)}), header {header} B")
+    if not full_size:
+        line += "; this study's size counts codes and group metadata only (it predates checkpoints)"
+    return line

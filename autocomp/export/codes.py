@@ -9,9 +9,12 @@ inverts it. What is stored is what :class:`autocomp.costs.Size` counts, plus wha
   kernels' int32 words (:func:`autocomp.kernels.packing.pack`), other widths as a dense bit
   stream, ternary five codes a byte (:mod:`autocomp.export.bitstream`);
 * zero points packed like the codes (the cost model counts ``w_bits`` each);
-* scales in fp16 (counted per group; per-channel scales are not counted);
+* scales in fp16, per group or per channel;
 * where the pruned weights were: a bitmask or a list of kept positions, whichever is smaller
-  (not counted: the cost model drops pruned weights and their index overhead).
+  (:func:`encode_positions`).
+
+Studies created before checkpoints existed count neither per-channel scales nor pruned
+positions in their ``size``.
 
 Example:
     >>> import torch
@@ -32,20 +35,11 @@ import torch
 
 from autocomp.errors import AutocompError
 from autocomp.export.bitstream import pack_bits, pack_trits, unpack_bits, unpack_trits
-from autocomp.kernels.packing import SUPPORTED_BITS, pack, unpack
+from autocomp.kernels.packing import pack, unpack
+from autocomp.layout import code_format, index_bits, positions_tensor
 from autocomp.policy import Choice
-from autocomp.quant import TERNARY_BITS
 
 SCALE_DTYPE = torch.float16
-
-
-def _code_format(w_bits: float) -> tuple[str, int]:
-    if w_bits == 1:
-        return "pack1", 1
-    if abs(w_bits - TERNARY_BITS) < 1e-6:
-        return "trits", 2
-    b = int(round(w_bits))
-    return (f"pack{b}" if b in SUPPORTED_BITS else f"bits{b}"), b
 
 
 def _encode(signed: torch.Tensor, fmt: str, bits: int) -> torch.Tensor:
@@ -65,10 +59,6 @@ def _decode(t: torch.Tensor, fmt: str, bits: int, n: int) -> torch.Tensor:
     return unpack_bits(t, bits, n) - 2 ** (bits - 1)
 
 
-def _index_bits(numel: int) -> int:
-    return max(1, (numel - 1).bit_length())
-
-
 def encode_layer(codes: torch.Tensor, scale: torch.Tensor, zeros: torch.Tensor | None, choice: Choice,
                  mask: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors (``codes``, ``scale``, ``zeros``, ``mask`` or ``index``) and description of one layer.
@@ -79,7 +69,7 @@ def encode_layer(codes: torch.Tensor, scale: torch.Tensor, zeros: torch.Tensor |
         zeros: like ``scale`` (signed, shifted like the codes), or None.
         mask: the kept weights ``[N, K]`` of a pruned layer, or None.
     """
-    fmt, bits = _code_format(choice.w_bits)
+    fmt, bits = code_format(choice.w_bits)
     n_rows, k = codes.shape
     kept = codes.reshape(-1) if mask is None else codes.reshape(-1)[mask.reshape(-1)]
     out = {"codes": _encode(kept, fmt, bits), "scale": scale.detach().to(SCALE_DTYPE).contiguous()}
@@ -88,17 +78,37 @@ def encode_layer(codes: torch.Tensor, scale: torch.Tensor, zeros: torch.Tensor |
     if zeros is not None:
         out["zeros"] = _encode(zeros.round(), fmt, bits)
     if mask is not None:
-        numel = mask.numel()
-        idx = mask.reshape(-1).nonzero().reshape(-1)
-        ib = _index_bits(numel)
-        # a bitmask costs one bit per weight, positions `ib` bits per kept weight: take the smaller
-        if idx.numel() * ib < numel:
-            out["index"] = pack_bits(idx, ib)
-            desc["pruning"] = f"index{ib}"
-        else:
-            out["mask"] = pack_bits(mask.reshape(-1).to(torch.int64), 1)
-            desc["pruning"] = "mask"
+        key, t, desc["pruning"] = encode_positions(mask)
+        out[key] = t
     return out, desc
+
+
+def encode_positions(mask: torch.Tensor) -> tuple[str, torch.Tensor, str]:
+    """Where a pruned layer's kept weights are: ``("mask", bits, "mask")`` (one bit a weight) or
+    ``("index", positions, "indexB")`` (``B`` bits a kept weight), whichever is smaller -- what
+    :func:`autocomp.layout.positions_tensor` describes.
+
+    Example:
+        >>> m = torch.zeros(100, dtype=torch.bool); m[[3, 50]] = True
+        >>> k, t, fmt = encode_positions(m)
+        >>> k, fmt, decode_positions({k: t}, fmt, 100, 2).nonzero().reshape(-1).tolist()
+        ('index', 'index7', [3, 50])
+    """
+    numel = mask.numel()
+    idx = mask.reshape(-1).nonzero().reshape(-1)
+    if positions_tensor(numel, idx.numel())[0] == "index":
+        ib = index_bits(numel)
+        return "index", pack_bits(idx, ib), f"index{ib}"
+    return "mask", pack_bits(mask.reshape(-1).to(torch.int64), 1), "mask"
+
+
+def decode_positions(t: Mapping[str, torch.Tensor], pruning: str, numel: int, kept: int) -> torch.Tensor:
+    """The flat kept-weight mask :func:`encode_positions` stored."""
+    if pruning == "mask":
+        return unpack_bits(t["mask"], 1, numel).bool()
+    mask = torch.zeros(numel, dtype=torch.bool)
+    mask[unpack_bits(t["index"], int(str(pruning).removeprefix("index")), kept)] = True
+    return mask
 
 
 def decode_layer(t: Mapping[str, torch.Tensor], desc: Mapping[str, Any]
@@ -118,13 +128,7 @@ def decode_layer(t: Mapping[str, torch.Tensor], desc: Mapping[str, Any]
         zeros = None if "zeros" not in t else _decode(t["zeros"], fmt, bits, scale.numel()).reshape(scale.shape).float()
         numel = rows * cols
         pruning = desc.get("pruning")
-        if pruning is None:
-            mask = None
-        elif pruning == "mask":
-            mask = unpack_bits(t["mask"], 1, numel).bool()
-        else:
-            mask = torch.zeros(numel, dtype=torch.bool)
-            mask[unpack_bits(t["index"], int(str(pruning).removeprefix("index")), kept)] = True
+        mask = None if pruning is None else decode_positions(t, str(pruning), numel, kept)
         if flat.numel() != kept or (mask is not None and int(mask.sum()) != kept) or (mask is None and kept != numel):
             raise ValueError(f"{kept} stored codes do not fill a [{rows}, {cols}] weight")
     except (KeyError, ValueError, RuntimeError, IndexError) as e:

@@ -28,7 +28,7 @@ from autocomp.export.checkpoint import FORMAT, FORMAT_VERSION, MANIFEST, WEIGHTS
 from autocomp.export.codes import decode_layer
 from autocomp.kernels.modules import QuantConv2d, QuantLinear
 from autocomp.policy import ActFakeQuant, Choice
-from autocomp.quant import is_float
+from autocomp.quant import TOKEN_RANGE, is_float
 
 
 class QuantEmbedding(torch.nn.Module):
@@ -117,6 +117,24 @@ def _quant_module(mod: torch.nn.Module, kind: str, codes: torch.Tensor, scale: t
     return mod
 
 
+def _sparse_float(mod: torch.nn.Module, name: str, part: dict, entry: dict) -> torch.nn.Module:
+    from autocomp.export.codes import decode_positions
+    from autocomp.modules import set_weight
+
+    try:
+        numel, kept = int(entry["rows"]) * int(entry["cols"]), int(entry["kept"])
+        mask = decode_positions(part, str(entry["pruning"]), numel, kept)
+        values = part["values"].float()
+        if values.numel() != kept or int(mask.sum()) != kept or numel != mod.weight.numel():
+            raise ValueError(f"{values.numel()} stored values do not fill a {list(mod.weight.shape)} weight")
+    except (KeyError, ValueError, RuntimeError, IndexError) as e:
+        raise AutocompError(f"layer {name!r}: layer data does not match its manifest entry: {e}") from None
+    w = torch.zeros(numel)
+    w[mask] = values
+    set_weight(mod, w.reshape(mod.weight.shape).to(mod.weight.dtype))
+    return mod
+
+
 def load_compressed(directory: str | Path, model_factory: Callable[[], torch.nn.Module],
                     backend: str = "auto") -> torch.nn.Module:
     """The kernel-backed model a checkpoint directory stores.
@@ -153,6 +171,7 @@ def load_compressed(directory: str | Path, model_factory: Callable[[], torch.nn.
     mods = dict(model.named_modules())
     consumed: set[str] = set()
     built: list[tuple[str, torch.nn.Module]] = []
+    sparse: set[str] = set()
     for entry in man["layers"]:
         name = entry.get("name")
         if name not in mods:
@@ -162,13 +181,21 @@ def load_compressed(directory: str | Path, model_factory: Callable[[], torch.nn.
             raise AutocompError(f"checkpoint layer {name!r} is a {entry.get('kind')} {entry.get('weight_shape')}, "
                                 f"the model's is a {module_kind(mod)} {list(mod.weight.shape)}")
         choice = Choice.from_key(entry["choice"])
-        rng = tuple(entry["act_range"]) if entry.get("act_range") else None
+        rng = None
+        if entry.get("act_range") == "token":
+            rng = TOKEN_RANGE
+        elif entry.get("act_range"):
+            rng = tuple(entry["act_range"])
+        prefix = f"{name}.weight."
+        part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if is_float(choice.w_bits):
+            if entry.get("pruning"):   # a pruned float layer: kept values at their positions
+                _sparse_float(mod, name, part, entry)
+                consumed |= {prefix + k for k in part}
+                sparse.add(f"{name}.weight")
             if rng is not None:
                 mod.register_forward_pre_hook(ActFakeQuant(rng[0], rng[1], int(choice.a_bits)))
             continue
-        prefix = f"{name}.weight."
-        part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if "codes" not in part:
             raise AutocompError(f"checkpoint has no codes for layer {name!r}")
         try:
@@ -191,7 +218,7 @@ def load_compressed(directory: str | Path, model_factory: Callable[[], torch.nn.
         if key not in floats:
             raise AutocompError(f"checkpoint tensor {alias!r} shares {key!r}, which is missing")
         floats[alias] = floats[key]
-    quantized = {f"{n}.{p}" for n, _ in built for p in ("weight", "bias")}
+    quantized = {f"{n}.{p}" for n, _ in built for p in ("weight", "bias")} | sparse
     expected = {k for k in model.state_dict() if k not in quantized}
     missing, extra = sorted(expected - set(floats)), sorted(set(floats) - expected)
     if missing or extra:

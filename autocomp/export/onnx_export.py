@@ -182,7 +182,9 @@ def export_onnx(model: torch.nn.Module, policy: Policy, example_inputs: Any, out
     for name, choice, mod in policy_modules(model, policy):
         entry: dict[str, Any] = {"choice": choice.key}
         rng = None if is_embedding(mod) else input_range(act_ranges, name, choice)
-        if rng is not None and choice.a_bits > 8:
+        if rng is not None and choice.per_token:
+            entry["activations"] = "float: per-token dynamic inputs are not written as Q/DQ (static scales only)"
+        elif rng is not None and choice.a_bits > 8:
             entry["activations"] = f"float: {choice.a_bits}-bit inputs are not written as Q/DQ"
         elif rng is not None:
             tmods[name].register_forward_pre_hook(_ActQDQ(rng[0], rng[1], int(choice.a_bits)))

@@ -51,15 +51,25 @@ def unsupported_table(plan: TorchaoPlan) -> list[str]:
 def _state_dict_once(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The state dict with each shared tensor under its first name, and ``alias -> first name``
     (safetensors stores no tensor twice)."""
-    seen: dict[int, str] = {}
+    seen: dict[Any, str] = {}
     out, tied = {}, {}
     for k, v in model.state_dict().items():
-        if id(v) in seen:
-            tied[k] = seen[id(v)]
+        ident = _identity(v)
+        if ident in seen:
+            tied[k] = seen[ident]
             continue
-        seen[id(v)] = k
+        seen[ident] = k
         out[k] = v
     return out, tied
+
+
+def _identity(v: torch.Tensor) -> Any:
+    # state_dict() hands out a fresh tensor per name: tied weights share storage, not the object
+    if type(v) is not torch.Tensor and not isinstance(v, torch.nn.Parameter):
+        return id(v)   # a torchao tensor subclass: its data lives in inner tensors
+    if not v.numel():
+        return id(v)
+    return (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.dtype)
 
 
 def export_torchao(model: torch.nn.Module, policy: Policy, out_dir: Path, apply: bool = False,
@@ -122,6 +132,10 @@ def load_torchao(out_dir: Path, model: torch.nn.Module) -> torch.nn.Module:
     for alias, first in tied.items():
         sd[alias] = sd[first]
     model.load_state_dict(sd, assign=True)
+    for alias, first in tied.items():   # assign=True gave each name its own parameter: tie them again
+        mod, _, attr = alias.rpartition(".")
+        src, _, src_attr = first.rpartition(".")
+        setattr(model.get_submodule(mod), attr, getattr(model.get_submodule(src), src_attr))
     return model.eval()
 
 

@@ -40,6 +40,7 @@ _REGISTRY: Registry[type[Quantizer]] = Registry("quantizer", {
     "awq": "autocomp.quantizers.awq:AWQQuantizer",
     "bias_correction": "autocomp.quantizers.bias_correction:BiasCorrection",
     "adaround": "autocomp.quantizers.adaround:AdaRoundQuantizer",
+    "per_layer": "autocomp.quantizers.per_layer:PerLayerQuantizer",   # each layer its choice's quantizer
 })
 
 

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 
 from autocomp.errors import AutocompError
-from autocomp.modules import capture_inputs, call_model, is_embedding, is_transposed, set_weight, weight_of
+from autocomp.modules import call_model, capture_inputs, inspecting, is_embedding, set_weight, weight_of
 from autocomp.policy import ActFakeQuant, Choice, Policy, input_range, policy_modules
-from autocomp.quant import is_float
+from autocomp.quant import compress_weight, is_float
 
 #: the statistics a quantizer may ask for, per layer, over the calibration inputs:
 #: ``hessian`` ``[K, K]`` = mean of x xᵀ over input rows (GPTQ's H/2), ``mean`` ``[K]`` mean input
@@ -106,15 +106,48 @@ class Quantizer:
                 if getattr(self.options, f.name) != getattr(default, f.name)]
         return f"{self.name}({', '.join(diff)})" if diff else self.name
 
+    @property
+    def sequential(self) -> bool:
+        """Whether :meth:`apply` collects each layer's statistics from the model compressed up to
+        it (:mod:`.sequential`) instead of using the shared float-model ones: an option
+        ``sequential`` when the quantizer has one."""
+        return bool(getattr(self.options, "sequential", False))
+
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:  # pragma: no cover - abstract
         """The compressed weight of ``module`` (named ``name``) for ``choice``."""
         raise NotImplementedError
 
+    def start_layer(self, name: str, module: torch.nn.Module, choice: Choice, stats: LayerStats | None,
+                    fallback: bool = False, prunes_float: bool = False) -> tuple[torch.Tensor, LayerResult | None]:
+        """How a quantizer that uses statistics opens :meth:`quantize_layer`: the layer's float
+        weight (detached, output channels first) and the result to return at once, or None when
+        the layer is this quantizer's work, ``stats`` then checked to hold :attr:`needs`.
+
+        The result at once is the weight as is for float bits without pruning, else rtn's
+        (:func:`autocomp.quant.compress_weight`) for an embedding (no input statistics), for float
+        bits with pruning (unless ``prunes_float``: the quantizer prunes itself) and when
+        ``fallback`` (a choice the quantizer does not take).
+
+        Example:
+            >>> from autocomp.quantizers import get_quantizer
+            >>> w, done = get_quantizer("gptq").start_layer("e", torch.nn.Embedding(5, 4), Choice(4, 32), None)
+            >>> done is not None and tuple(done.weight.shape)
+            (5, 4)
+        """
+        w = weight_of(module).detach()
+        if is_float(choice.w_bits) and choice.prune <= 0:
+            return w, LayerResult(w.clone())
+        if is_embedding(module) or fallback or (is_float(choice.w_bits) and not prunes_float):
+            return w, LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point))
+        require_stats(self, name, stats)
+        return w, None
+
     def apply(self, model: torch.nn.Module, policy: Policy,
               act_ranges: Mapping[str, Mapping[int, tuple[float, float]]] | None = None,
               stats: Mapping[str, LayerStats] | None = None,
-              batches: Iterable[Any] | None = None) -> torch.nn.Module:
+              batches: Iterable[Any] | None = None,
+              results: dict[str, LayerResult] | None = None) -> torch.nn.Module:
         """A compressed copy of ``model`` following ``policy`` with this quantizer.
 
         Args:
@@ -122,11 +155,29 @@ class Quantizer:
             stats: :func:`collect_stats` of the float model for :attr:`needs` (``{}`` when none).
             batches: calibration batches for :meth:`finalize` (model-level passes such as
                 BatchNorm re-estimation); None skips it.
+            results: filled with each compressed layer's :class:`LayerResult` when given (the
+                kernels need AWQ's ``input_scale``).
         """
         out = copy.deepcopy(model)
-        for name, choice, mod in policy_modules(out, policy):
+        layers = list(policy_modules(out, policy))
+        reached: dict[str, int] = {}
+        if self.sequential and batches is not None:
+            from autocomp.quantizers.sequential import execution_order, layer_inputs
+
+            batches = list(batches)
+            order = execution_order(out, [n for n, _, _ in layers], batches[0]) if batches else []
+            reached = {n: i for i, n in enumerate(order)}
+            layers.sort(key=lambda l: reached.get(l[0], len(reached)))
+        for name, choice, mod in layers:
             if not is_float(choice.w_bits) or choice.prune > 0:
-                res = self.quantize_layer(name, mod, choice, (stats or {}).get(name))
+                st = (stats or {}).get(name)
+                if name in reached and self.needs and not is_embedding(mod):
+                    # sequential: the inputs the layer gets from the model compressed up to it
+                    seen = layer_inputs(out, mod, batches)
+                    st = collect_stats(mod, [(x, None) for x in seen], [""], self.needs)[""]
+                res = self.quantize_layer(name, mod, choice, st)
+                if results is not None:
+                    results[name] = res
                 set_weight(mod, res.weight.to(mod.weight.dtype))
                 if res.bias_delta is not None:
                     add_bias(mod, res.bias_delta)
@@ -140,6 +191,16 @@ class Quantizer:
     def finalize(self, model: torch.nn.Module, policy: Policy, batches: Iterable[Any]) -> None:
         """A model-level pass over the compressed ``model`` (in place) once every layer is set,
         e.g. BatchNorm re-estimation; called by :meth:`apply` when it gets ``batches``. None here."""
+
+
+def require_stats(q: Quantizer, name: str, stats: LayerStats | None) -> LayerStats:
+    """``stats``, or a ValueError naming the layer when they lack any of ``q.needs``."""
+    missing = sorted(n for n in q.needs if stats is None or getattr(stats, n) is None)
+    if missing:
+        what = ", ".join(repr(n) for n in missing) + (" statistic" if len(missing) == 1 else " statistics")
+        raise ValueError(f"quantizer {q.name!r} needs the {what} of layer {name!r} "
+                         f"(collect_stats over calibration batches)")
+    return stats  # type: ignore[return-value]
 
 
 def add_bias(module: torch.nn.Module, delta: torch.Tensor) -> None:
@@ -210,17 +271,12 @@ def collect_stats(model: torch.nn.Module, batches: Iterable[Any], names: Iterabl
         return add
 
     adders = {n: accumulate(n) for n in wanted}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-                with capture_inputs(model, wanted, transform=None) as seen:
-                    call_model(model, inputs)
-                for n, xs in seen.items():
-                    for x in xs:
-                        adders[n](x)
-    finally:
-        model.train(was_training)
+    with inspecting(model):
+        for batch in batches:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            with capture_inputs(model, wanted, transform=None) as seen:
+                call_model(model, inputs)
+            for n, xs in seen.items():
+                for x in xs:
+                    adders[n](x)
     return out

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
-from autocomp.modules import is_embedding, weight_of
 from autocomp.policy import Choice
-from autocomp.quant import GroupQuant, compress_weight, is_float, prune_mask, quantize_weight_groups
+from autocomp.quant import GroupQuant, compress_weight, prune_mask, quantize_weight_groups
 from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
-from autocomp.quantizers.awq import output_error, require_stats
+from autocomp.quantizers.awq import output_error
 
 _ZETA, _GAMMA = 1.1, -0.1
 
@@ -80,13 +79,12 @@ class AdaRoundQuantizer(Quantizer):
 
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:
-        w = weight_of(module).detach()
+        w, done = self.start_layer(name, module, choice, stats)
+        if done is not None:
+            return done
         rtn = compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point)
         flat = w.reshape(w.shape[0], -1).float()
         bits = choice.w_bits
-        if is_float(bits) or is_embedding(module):
-            return LayerResult(rtn)
-        require_stats(self, name, stats)
         if float(bits) != int(bits) or int(bits) < 2 or stats.hessian.shape[0] != flat.shape[1]:
             return LayerResult(rtn)
         h = stats.hessian.float()

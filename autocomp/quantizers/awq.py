@@ -5,11 +5,13 @@ Input channels that see large activations matter most. Per layer, a per-input-ch
 weight's columns before rounding; the layer then computes ``Q(W·diag(s)) · (x / s)``, the same
 output as the float layer but with the salient channels rounded on a finer relative grid. ``α``
 is searched over ``grid`` values in ``[0, 1)`` for the least output error on the calibration
-inputs, in closed form from the input Hessian ``H = E[x xᵀ]``: ``err(ΔW) = tr(ΔW H ΔWᵀ)``.
-With ``clip``, each group's (or channel's) clipping ratio is then chosen for the least output
-error too (H's diagonal block of that group), instead of rtn's least weight MSE. ``α = 0``
-without clipping is rtn, and every candidate competes with it on that error, so on the
-calibration data awq is never worse than rtn.
+inputs, in closed form from the input Hessian ``H = E[x xᵀ]``: ``err(ΔW) = tr(ΔW H ΔWᵀ)``,
+each candidate rounded on its groups' full ranges (one rounding, no clip search). For the chosen
+``α`` alone, the weight is then rounded with rtn's MSE clip search and, with ``clip``, with each
+group's (or channel's) clipping ratio chosen for the least output error (H's diagonal block of
+that group); the clip searches, 15 and 21 roundings, run once per layer, not once per ``α``.
+rtn's own result (``α = 0``, MSE clip) competes with them on that error, so on the calibration
+data awq is never worse than rtn.
 
 What is stored, and what :meth:`AWQQuantizer.quantize_layer` returns:
 
@@ -48,7 +50,6 @@ from dataclasses import dataclass
 
 import torch
 
-from autocomp.modules import is_embedding, weight_of
 from autocomp.policy import Choice
 from autocomp.quant import TERNARY_BITS, compress_weight, is_float, prune_mask
 from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
@@ -70,15 +71,6 @@ class AWQOptions:
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 1:
             raise ValueError(f"grid must be a positive integer, not {self.grid!r}")
-
-
-def require_stats(q: Quantizer, name: str, stats: LayerStats | None) -> LayerStats:
-    """``stats``, or a ValueError naming the layer when they lack any of ``q.needs``."""
-    missing = sorted(n for n in q.needs if stats is None or getattr(stats, n) is None)
-    if missing:
-        raise ValueError(f"quantizer {q.name!r} needs the statistics {', '.join(missing)} of layer {name!r} "
-                         f"(collect_stats over calibration batches)")
-    return stats  # type: ignore[return-value]
 
 
 def output_error(dw: torch.Tensor, h: torch.Tensor) -> float:
@@ -104,9 +96,13 @@ def awq_scale(salience: torch.Tensor, alpha: float) -> torch.Tensor:
     return s.clamp(1e-4, 1e4).half().float()
 
 
-def _group_slices(k: int, group: int | None) -> list[slice]:
+def _grouped(t: torch.Tensor, group: int | None) -> tuple[torch.Tensor, int]:
+    """``t`` ``[N, K]`` as ``[N, G, g]``, the last group padded with zeros, and ``g``. A zero
+    neither widens a range (which always holds 0) nor rounds to anything but 0."""
+    n, k = t.shape
     g = k if group is None else min(int(group), k)
-    return [slice(a, min(a + g, k)) for a in range(0, k, g)]
+    groups = -(-k // g)
+    return torch.nn.functional.pad(t, (0, groups * g - k)).reshape(n, groups, g), g
 
 
 def _clipped(rows: torch.Tensor, bits: int, zero_point: bool, ratio: float) -> torch.Tensor:
@@ -122,26 +118,37 @@ def _clipped(rows: torch.Tensor, bits: int, zero_point: bool, ratio: float) -> t
     return (rows / scale).round().clamp(-qmax - 1, qmax) * scale
 
 
+def full_range(ws: torch.Tensor, choice: Choice) -> torch.Tensor:
+    """``ws`` ``[N, K]`` rounded per row and group on the grid of its full range (no clipping)."""
+    n, k = ws.shape
+    rows, g = _grouped(ws, choice.group)
+    q = _clipped(rows.reshape(-1, g), int(round(choice.w_bits)), choice.zero_point, 1.0)
+    return q.reshape(n, -1)[:, :k]
+
+
 def clip_search(ws: torch.Tensor, h: torch.Tensor, choice: Choice) -> torch.Tensor:
     """``ws`` ``[N, K]`` rounded with, per row and group, the clip ratio of least output error
     under ``h``'s diagonal block of that group."""
     bits = int(round(choice.w_bits))
-    out = torch.empty_like(ws)
-    for sl in _group_slices(ws.shape[1], choice.group):
-        rows, hg = ws[:, sl], h[sl, sl]
-        best_err = best = None
-        for r in _CLIPS:
-            q = _clipped(rows, bits, choice.zero_point, r)
-            d = q - rows
-            err = ((d @ hg) * d).sum(dim=1)
-            if best is None:
-                best_err, best = err, q
-            else:
-                better = err < best_err
-                best_err = torch.where(better, err, best_err)
-                best = torch.where(better[:, None], q, best)
-        out[:, sl] = best
-    return out
+    n, k = ws.shape
+    rows, g = _grouped(ws, choice.group)
+    groups = rows.shape[1]
+    hp = torch.nn.functional.pad(h, (0, groups * g - k, 0, groups * g - k))
+    # the diagonal blocks [G, g, g]: group j's inputs with themselves
+    blocks = hp.reshape(groups, g, groups, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+    flat = rows.reshape(-1, g)
+    best_err = best = None
+    for r in _CLIPS:
+        q = _clipped(flat, bits, choice.zero_point, r).reshape(rows.shape)
+        d = q - rows
+        err = torch.einsum("ngi,gij,ngj->ng", d, blocks, d)
+        if best is None:
+            best_err, best = err, q
+        else:
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better[..., None], q, best)
+    return best.reshape(n, -1)[:, :k]
 
 
 class AWQQuantizer(Quantizer):
@@ -153,13 +160,12 @@ class AWQQuantizer(Quantizer):
 
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:
-        w = weight_of(module).detach()
+        w, done = self.start_layer(name, module, choice, stats)
+        if done is not None:
+            return done
         rtn = compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point)
         flat = w.reshape(w.shape[0], -1).float()
         k = flat.shape[1]
-        if is_float(choice.w_bits) or is_embedding(module):
-            return LayerResult(rtn)
-        require_stats(self, name, stats)
         if not is_float(choice.a_bits) or stats.hessian.shape[0] != k or stats.absmean.numel() != k:
             return LayerResult(rtn)
         h = stats.hessian.float()
@@ -167,20 +173,30 @@ class AWQQuantizer(Quantizer):
         wm = flat * mask
         salience = channel_salience(module, stats.absmean.float(), k)
 
+        clippable = choice.w_bits != 1 and abs(choice.w_bits - TERNARY_BITS) > 1e-6
+
         def rounded(s: torch.Tensor) -> torch.Tensor:
             return compress_weight(wm * s, choice.w_bits, 0.0, choice.group, choice.zero_point) * mask / s
 
-        best_err, best_w, best_s = output_error(rtn.reshape(flat.shape).float() - flat, h), None, None
+        def plain(s: torch.Tensor) -> torch.Tensor:
+            # the full range, no clip search: 1 rounding per α instead of rtn's 15
+            if not clippable:
+                return rounded(s)
+            return full_range(wm * s, choice) * mask / s
+
+        # α by the output error of plain rounding; the clip searches (rtn's MSE one, and the
+        # output-error one with ``clip``) then run once, for that α.
+        best_alpha, alpha_err = 0.0, output_error(plain(torch.ones(k)) - flat, h)
         for i in range(1, self.options.grid):
-            s = awq_scale(salience, i / self.options.grid)
-            q = rounded(s)
-            e = output_error(q - flat, h)
-            if e < best_err:
-                best_err, best_w, best_s = e, q, s
-        clippable = choice.w_bits != 1 and abs(choice.w_bits - TERNARY_BITS) > 1e-6
+            e = output_error(plain(awq_scale(salience, i / self.options.grid)) - flat, h)
+            if e < alpha_err:
+                best_alpha, alpha_err = i / self.options.grid, e
+        best_err, best_w, best_s = output_error(rtn.reshape(flat.shape).float() - flat, h), None, None
+        s = awq_scale(salience, best_alpha) if best_alpha > 0 else torch.ones(k)
+        candidates = [rounded(s)] if best_alpha > 0 else []
         if self.options.clip and clippable:
-            s = best_s if best_s is not None else torch.ones(k)
-            q = clip_search(wm * s, h / (s[:, None] * s[None, :]), choice) * mask / s
+            candidates.append(clip_search(wm * s, h / (s[:, None] * s[None, :]), choice) * mask / s)
+        for q in candidates:
             e = output_error(q - flat, h)
             if e < best_err:
                 best_err, best_w, best_s = e, q, s

@@ -37,11 +37,10 @@ from typing import Any, Iterable
 
 import torch
 
-from autocomp.modules import call_model, is_embedding, weight_of
+from autocomp.modules import call_model, inspecting, is_embedding, weight_of
 from autocomp.policy import Choice, Policy, policy_modules
 from autocomp.quant import is_float
-from autocomp.quantizers._base import LayerResult, LayerStats
-from autocomp.quantizers.awq import require_stats
+from autocomp.quantizers._base import LayerResult, LayerStats, require_stats
 from autocomp.quantizers.compose import PostPass
 
 
@@ -84,15 +83,8 @@ def batchnorms_fed_by(model: torch.nn.Module, names: Iterable[str], inputs: Any)
     handles = [mods[n].register_forward_hook(record) for n in names]
     handles += [m.register_forward_pre_hook(check(n)) for n, m in mods.items()
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            call_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    with inspecting(model, handles):
+        call_model(model, inputs)
     return fed
 
 

@@ -64,6 +64,10 @@ class ComposedQuantizer(Quantizer):
     def spec(self) -> str:
         return "+".join(p.spec for p in self.parts)
 
+    @property
+    def sequential(self) -> bool:
+        return self.parts[0].sequential
+
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:
         res = self.parts[0].quantize_layer(name, module, choice, stats)
@@ -75,6 +79,13 @@ class ComposedQuantizer(Quantizer):
         batches = list(batches)
         for p in self.parts:
             p.finalize(model, policy, batches)
+
+
+def _literal(node: ast.expr) -> Any:
+    """A Python literal; also ``true`` / ``false``, as a shell user writes them."""
+    if isinstance(node, ast.Name) and node.id in ("true", "false"):
+        return node.id == "true"
+    return ast.literal_eval(node)
 
 
 def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
@@ -95,7 +106,7 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args
                     and all(k.arg for k in node.keywords)):
                 raise ValueError("expected name or name(option=value, ...)")
-            out.append((node.func.id, {k.arg: ast.literal_eval(k.value) for k in node.keywords}))
+            out.append((node.func.id, {k.arg: _literal(k.value) for k in node.keywords}))
         except (SyntaxError, ValueError) as e:
             raise AutocompError(f"quantizer spec {spec!r}: cannot read {part!r} ({e})") from None
     return out

@@ -56,9 +56,8 @@ from dataclasses import dataclass
 
 import torch
 
-from autocomp.modules import is_embedding, weight_of
 from autocomp.policy import Choice
-from autocomp.quant import TERNARY_BITS, _rows_rtn, compress_weight, is_float, prune_mask
+from autocomp.quant import TERNARY_BITS, _rows_rtn, is_float, prune_mask
 from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
 
 
@@ -70,11 +69,16 @@ class GPTQOptions:
         damp: added to the Hessian's diagonal, as a share of its mean diagonal (GPTQ's percdamp).
         block: columns per lazy-update block.
         act_order: sweep columns by decreasing ``H_jj`` instead of left to right.
+        sequential: each layer's Hessian from the inputs it sees in the model whose earlier layers
+            are already quantized, layer by layer in execution order (as the GPTQ paper), instead
+            of the float model's, shared by every policy. Costs a calibration pass (up to the
+            layer) per compressed layer for every policy (:mod:`autocomp.quantizers.sequential`).
     """
 
     damp: float = 0.01
     block: int = 128
     act_order: bool = False
+    sequential: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) \
@@ -84,6 +88,8 @@ class GPTQOptions:
             raise ValueError(f"block must be a positive integer, not {self.block!r}")
         if not isinstance(self.act_order, bool):
             raise ValueError(f"act_order must be true or false, not {self.act_order!r}")
+        if not isinstance(self.sequential, bool):
+            raise ValueError(f"sequential must be true or false, not {self.sequential!r}")
 
 
 class GPTQQuantizer(Quantizer):
@@ -95,16 +101,12 @@ class GPTQQuantizer(Quantizer):
 
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:
-        w = weight_of(module).detach().float()
-        if is_float(choice.w_bits) and choice.prune <= 0:
-            return LayerResult(w.clone())
-        if is_embedding(module) or _binary_or_ternary(choice.w_bits):
-            return LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point))
-        if stats is None or stats.hessian is None:
-            raise ValueError(f"gptq needs the 'hessian' statistic of layer {name!r}: "
-                             "collect it with collect_stats(..., needs=['hessian'])")
+        w, done = self.start_layer(name, module, choice, stats, fallback=_binary_or_ternary(choice.w_bits),
+                                   prunes_float=True)
+        if done is not None:
+            return done
         o = self.options
-        return LayerResult(gptq_weight(w, stats.hessian, choice, damp=o.damp, block=o.block,
+        return LayerResult(gptq_weight(w.float(), stats.hessian, choice, damp=o.damp, block=o.block,
                                        act_order=o.act_order))
 
 

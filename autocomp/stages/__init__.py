@@ -27,13 +27,13 @@ from __future__ import annotations
 from autocomp.stages.allocate import DEFAULT_BASELINES, Candidate, baselines, plan_candidates, save_candidates
 from autocomp.stages.context import StudyContext, load_context, make_context
 from autocomp.stages.evaluate import EvaluateResult, evaluate, pending
-from autocomp.stages.profile import check_profile, profile, record_profile
+from autocomp.stages.profile import check_profile, profile, record_profile, stored_accounting
 from autocomp.stages.refine import check_refine, refine
 from autocomp.stages.score import check_data, covers, score, score_key
 from autocomp.stages.status import IncompleteRun, tracked
 from autocomp.stages.target import TargetResult, seek_target
 
 __all__ = ["DEFAULT_BASELINES", "Candidate", "EvaluateResult", "IncompleteRun", "StudyContext", "baselines",
-           "check_data", "check_profile", "check_refine", "covers", "evaluate", "load_context", "make_context",
+           "check_data", "check_profile", "stored_accounting", "check_refine", "covers", "evaluate", "load_context", "make_context",
            "pending", "plan_candidates", "profile", "record_profile", "refine", "save_candidates", "score",
            "score_key", "seek_target", "TargetResult", "tracked"]

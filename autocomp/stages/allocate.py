@@ -42,14 +42,36 @@ def uniform_policy(ctx: StudyContext, bits: float) -> Policy | None:
     return Policy.from_choices(choices)
 
 
+def embeddings_at_8(ctx: StudyContext, bits: float) -> Policy | None:
+    """The uniform ``bits`` policy with embeddings and LM heads at the space's 8-bit choice: what
+    LLM weight compressors do by default at 4 bits and below (NNCF's ``compress_weights`` keeps
+    them at INT8). None when the model has no such layer, ``bits`` is above 4, or the space has no
+    8-bit choice."""
+    base = uniform_policy(ctx, bits)
+    if base is None or bits > 4 or not any(l.weight_only for l in ctx.layers):
+        return None
+    ch = base.as_dict()
+    for l in ctx.layers:
+        if l.weight_only:
+            c8 = ctx.space.uniform_choice(l, 8)
+            if c8 is None:
+                return None
+            ch[l.name] = c8
+    return Policy.from_choices([(n, ch[n]) for n in ctx.names])
+
+
 def baselines(ctx: StudyContext, bits: Sequence[int] = DEFAULT_BASELINES) -> list[Candidate]:
-    """Uniform policies at each of ``bits`` (following the space, see :func:`uniform_policy`) and
-    the fp32 model."""
+    """Uniform policies at each of ``bits`` (following the space, see :func:`uniform_policy`),
+    for transformers also with embeddings and heads at 8 bits (:func:`embeddings_at_8`), and the
+    fp32 model."""
     out = []
     for b in bits:
         pol = uniform_policy(ctx, b)
         if pol is not None:
             out.append(Candidate(pol, "uniform", f"uniform {_label(pol)}"))
+        mix = embeddings_at_8(ctx, b)
+        if mix is not None and mix != pol:
+            out.append(Candidate(mix, "uniform", f"uniform {_label(mix)}, embeddings 8-bit"))
     out.append(Candidate(Policy.uniform(ctx.names, Choice(32, 32, 0.0)), "fp32", "fp32"))
     return out
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from autocomp.budget import Budget, CostModel, Limits
 from autocomp.errors import AutocompError
+from autocomp.layout import FileLayout
 from autocomp.profile import LayerInfo
 from autocomp.search_spaces import SearchSpace, space_from_dict
 from autocomp.store import Store
@@ -49,12 +50,19 @@ class StudyContext:
         return {"model": self.spec, "quality": self.quality, "budget": self.budget.to_dict(),
                 "budget_text": self.budget.describe(), "space_def": self.space.to_dict(),
                 "total_params": self.cm.total_params, "fp32": {m: self.cm.fp32(m) for m in self.cm.metrics},
-                "front_costs": list(self.budget.metrics)}
+                "front_costs": list(self.budget.metrics),
+                **({} if self.cm.layout is None else {"file_layout": self.cm.layout.to_dict()})}
+
+    def with_layout(self, layout: FileLayout | None) -> "StudyContext":
+        """The same study inputs under another size accounting (None: that of earlier studies)."""
+        return make_context(self.spec, self.layers, self.space, self.budget, self.cm.total_params,
+                            self.cm.latency_table, self.quality, layout)
 
 
 def make_context(spec: str, layers: Sequence[LayerInfo], space: SearchSpace, budget: Budget,
-                 total_params: int | None, latency_table: Any = None, quality: str = "accuracy") -> StudyContext:
-    cm = CostModel(layers, total_params=total_params, latency_table=latency_table)
+                 total_params: int | None, latency_table: Any = None, quality: str = "accuracy",
+                 layout: FileLayout | None = None) -> StudyContext:
+    cm = CostModel(layers, total_params=total_params, latency_table=latency_table, layout=layout)
     return StudyContext(spec, tuple(layers), space, budget, cm, budget.resolve(cm), quality)
 
 
@@ -71,4 +79,5 @@ def load_context(store: Store, study: StudyInfo) -> StudyContext:
 
         table = load_latency_table(cfg["latency_table"])
     return make_context(cfg["model"], layers, space_from_dict(cfg["space_def"]), Budget.from_dict(cfg["budget"]),
-                        cfg.get("total_params"), table, cfg.get("quality", "accuracy"))
+                        cfg.get("total_params"), table, cfg.get("quality", "accuracy"),
+                        FileLayout.from_dict(cfg["file_layout"]) if cfg.get("file_layout") else None)

@@ -98,10 +98,13 @@ def export_policy(store, study_name: str, policy_id: str, fmt: str, output: Path
     info = store.get_policy(study, policy_id)
     policy = Policy.from_dict(info.policy)
     job = ExportJob(study_name, policy, policy_document(study_name, info), model_spec=study.config.get("model"),
-                    apply=apply)
+                    apply=apply, full_size="file_layout" in study.config)
     if kind.needs_model:
         spec = model_spec_to_run(job.model_spec, model, trust_stored_model)
-        quantizer = build_quantizer(study.config.get("quantizer") or "rtn")
+        from autocomp.quantizers.per_layer import for_policy
+
+        # layers whose choice names its quantizer (w4a8@gptq) take that one, as evaluated
+        quantizer = for_policy(build_quantizer(study.config.get("quantizer") or "rtn"), policy)
         job.front_point = _front_point(store, study, info.policy_id)
         _load_model(job, spec, quantizer)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))

@@ -12,6 +12,8 @@ from typing import Any
 from autocomp.allocators import check_feasible
 from autocomp.budget import Budget
 from autocomp.errors import AutocompError
+from autocomp.progress import Stages
+from autocomp.layout import file_layout
 from autocomp.profile import model_param_count, profile_model
 from autocomp.search_spaces import SearchSpace
 from autocomp.stages.context import StudyContext, make_context
@@ -32,9 +34,26 @@ def profile(workload: Workload, budget: Budget, space: SearchSpace, latency_tabl
     if not layers:
         raise AutocompError(f"model {workload.spec or workload.name!r} has no Conv1d/Conv2d/Linear layer to compress")
     ctx = make_context(workload.spec or workload.name, layers, space, budget, model_param_count(model),
-                       latency_table, workload.quality)
+                       latency_table, workload.quality, file_layout(model, layers))
     check_feasible(layers, space.resolved_choices(layers).choices, ctx.limits, ctx.cm)
     return ctx
+
+
+def load_profiled(spec: str, space: SearchSpace, stages: Stages | None = None):
+    """Load and check the workload ``spec``, profile its model and check ``space``'s overrides
+    against its layers (writes nothing): ``(workload, model, layers, cost model)``, the cost model
+    counting its checkpoint file. What a proxy audit or bench needs before it opens a study."""
+    from autocomp.budget import CostModel
+    from autocomp.workload import load_workload, validate_workload
+
+    stages = stages or Stages()
+    with stages.stage("load model", 1) as tick:
+        wl = load_workload(spec)
+        model = validate_workload(wl)
+        layers = profile_model(model, wl.sample_input())
+        space.check_layers(layers)
+        tick()
+    return wl, model, layers, CostModel(layers, total_params=model_param_count(model), layout=file_layout(model, layers))
 
 
 def check_profile(store: Store, study: StudyInfo, ctx: StudyContext) -> None:
@@ -46,6 +65,17 @@ def check_profile(store: Store, study: StudyInfo, ctx: StudyContext) -> None:
     if stored and [l.to_dict() for l in stored] != [l.to_dict() for l in ctx.layers]:
         raise AutocompError(f"study {study.name!r} holds a different profile of {ctx.spec!r} "
                             "(the model changed since): pick another --study name")
+
+
+def stored_accounting(store: Store, study: StudyInfo, ctx: StudyContext) -> StudyContext:
+    """``ctx`` under the size accounting ``study`` was created with (reads only): a study profiled
+    before sizes counted the checkpoint file (:mod:`autocomp.layout`) keeps its own, so resuming
+    it allocates and stores costs as its first run did."""
+    if "file_layout" in study.config or not store.load_layers(study):
+        return ctx
+    legacy = ctx.with_layout(None)
+    check_feasible(legacy.layers, legacy.space.resolved_choices(legacy.layers).choices, legacy.limits, legacy.cm)
+    return legacy
 
 
 def record_profile(store: Store, study: StudyInfo, ctx: StudyContext, **config: Any) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from autocomp.calibrate import activation_ranges, activation_stats
+from autocomp.evaluators.ptq import build_quantizer
 from autocomp.errors import AutocompError
 from autocomp.kernels.timing import resolve_device
 from autocomp.kernels.validate import ACT_BITS, ValidationReport, validate_policy
 from autocomp.modules import activation_layers
 from autocomp.policy import Policy
+from autocomp.quantizers import collect_stats
 from autocomp.report import front
 from autocomp.workload import BUILTIN, load_workload
 
@@ -55,6 +57,12 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
                    on_compare: Callable | None = None) -> list[ValidationReport]:
     """Validate a study's front (or ``policy_ids``) and write the figures into its evaluations.
 
+    The kernels run the weights of the study's quantizer (its config's ``quantizer``: ``gptq``,
+    ``awq+bias_correction``, ...; rtn when none): each policy is compressed by it as the PTQ
+    evaluation did, statistics collected once, and the kernel modules get the codes of those
+    weights (:func:`autocomp.kernels.from_quantizer.convert_quantized`); the stored figures then
+    name it (``kernel_quantizer``). ``backend="torchao"`` compares rtn's weights on torchao.
+
     The model is ``model`` when given, else the study's stored spec: a built-in, or any other
     only with ``trust_stored_model`` (see :func:`model_spec_to_run`).
 
@@ -89,10 +97,13 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     if missing:
         raise AutocompError(f"policy {missing[0]} of study {study_name!r} has no PTQ evaluation yet: "
                             f"run `autocomp search --study {study_name}` first")
+    quantizer = build_quantizer(study.config.get("quantizer") or "rtn")
     workload = load_workload(spec)
     model = workload.model()
     names = [n for n, _ in activation_layers(model)]  # not embeddings: their inputs are ids
     ranges = activation_ranges(activation_stats(model, names, workload.calib), ACT_BITS)
+    # the statistics the PTQ evaluation used, once for every policy (none for rtn)
+    stats = collect_stats(model, workload.calib, names, quantizer.needs)
     sample = workload.sample_input()
     # A latency the search stored came from the per-layer table: keep it next to the measurement.
     estimated = {e.policy_id: e.latency for e in store.list_evaluations(study)
@@ -100,8 +111,16 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     reports = []
     for info in infos:
         pol = Policy.from_dict(info.policy)
-        rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval)
+        if quantizer.spec == "rtn":   # convert's own rtn codes: the simulation is autocomp.policy.apply
+            rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval)
+        else:
+            results: dict = {}
+            sim = quantizer.apply(model, pol, ranges, stats, batches=workload.calib, results=results)
+            rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval,
+                                  sim=sim, results=results)
         fields = rep.store_fields()
+        if quantizer.spec != "rtn":
+            fields["kernel_quantizer"] = quantizer.spec
         if info.policy_id in estimated:
             fields["latency_table_ms"] = estimated[info.policy_id] * 1e3
         if backend == "torchao":

@@ -126,6 +126,8 @@ class AuditRow(Base):
     data: Mapped[str] = mapped_column(String(32), default="real")
     spearman: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     kendall: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
+    # Spearman among policies of about the same cost (autocomp.bands); rows before 0004: none.
+    band_spearman: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     samples: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float | None] = mapped_column(SafeFloat, nullable=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -144,5 +146,18 @@ class InteractionRow(Base):
     source: Mapped[str] = mapped_column(String(200))
     k: Mapped[int] = mapped_column(Integer)
     pairs: Mapped[int] = mapped_column(Integer)        # measured (pair, choice pair) entries
+    data: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProxyRecordRow(Base):
+    """One JSON value of proxy research under a key: a bench's primitives (``primitives``), an
+    evolution's population per generation (``evolve/<run>/<generation>``)."""
+
+    __tablename__ = "autocomp_proxy_records"
+    __table_args__ = (UniqueConstraint("study_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("autocomp_studies.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(300))
     data: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from autocomp.errors import StoreError
 from autocomp.metrics import Metrics
 from autocomp.store.migrate import ensure_schema
-from autocomp.store.models import AuditRow, EvaluationRow, InteractionRow, LayerRow, PolicyRow, ScoreRow, StudyRow
+from autocomp.store.models import (AuditRow, EvaluationRow, InteractionRow, LayerRow, PolicyRow, ProxyRecordRow,
+                                  ScoreRow, StudyRow)
 
 DEFAULT_DB = "sqlite:///autocomp.db"
 _LAYER_SCORE = "__layer__"
@@ -465,7 +466,8 @@ class Store:
             s.execute(delete(AuditRow).where(AuditRow.study_id == study.id, AuditRow.proxy == row["proxy"],
                                              AuditRow.data == data))
             s.add(AuditRow(study_id=study.id, proxy=row["proxy"], data=data, spearman=_finite(row.get("spearman")),
-                           kendall=_finite(row.get("kendall")), samples=int(row["samples"]),
+                           kendall=_finite(row.get("kendall")), band_spearman=_finite(row.get("band_spearman")),
+                           samples=int(row["samples"]),
                            seconds=_finite(row.get("seconds")), detail=_clean_json(detail or {})))
 
     def load_audits(self, study: StudyInfo) -> list[dict[str, Any]]:
@@ -473,8 +475,35 @@ class Store:
         with self.session() as s:
             rows = list(s.scalars(select(AuditRow).where(AuditRow.study_id == study.id)))
         out = [{"proxy": r.proxy, "data": r.data, "spearman": r.spearman, "kendall": r.kendall,
-                "samples": r.samples, "seconds": r.seconds} for r in rows]
+                "band_spearman": r.band_spearman, "samples": r.samples, "seconds": r.seconds} for r in rows]
         return sorted(out, key=lambda r: -(r["spearman"] if r["spearman"] is not None else -2.0))
+
+    # ---- proxy research (bench primitives, evolution generations) ----------------------------
+    def save_record(self, study: StudyInfo, key: str, data: dict) -> None:
+        """Store (replace) one JSON value of proxy research under ``key``.
+
+        Example:
+            >>> store = Store("sqlite://")
+            >>> study, _ = store.open_study("bench")
+            >>> store.save_record(study, "evolve/0/1", {"best": 0.5})
+            >>> store.load_record(study, "evolve/0/1"), store.record_keys(study, "evolve/"), store.load_record(study, "x")
+            ({'best': 0.5}, ['evolve/0/1'], None)
+        """
+        with self.session() as s:
+            s.execute(delete(ProxyRecordRow).where(ProxyRecordRow.study_id == study.id, ProxyRecordRow.key == key))
+            s.add(ProxyRecordRow(study_id=study.id, key=key, data=_clean_json(data)))
+
+    def load_record(self, study: StudyInfo, key: str) -> dict | None:
+        """The value stored under ``key``, or ``None``."""
+        with self.session() as s:
+            row = s.scalar(select(ProxyRecordRow).where(ProxyRecordRow.study_id == study.id, ProxyRecordRow.key == key))
+            return None if row is None else _restore_json(dict(row.data))
+
+    def record_keys(self, study: StudyInfo, prefix: str = "") -> list[str]:
+        """The keys stored for ``study`` that start with ``prefix``, sorted."""
+        with self.session() as s:
+            keys = s.scalars(select(ProxyRecordRow.key).where(ProxyRecordRow.study_id == study.id))
+            return sorted(k for k in keys if k.startswith(prefix))
 
     # ---- interactions -------------------------------------------------------------------------
     def save_interactions(self, study: StudyInfo, interactions) -> None:

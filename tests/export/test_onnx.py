@@ -66,17 +66,8 @@ def test_round_trip_on_onnxruntime(spec, tmp_path):
     assert {l["codes"] for l in layers.values()} == {"int4", "int8"}
 
 
-def test_missing_onnxruntime_is_one_line(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_ort(name, *a, **k):
-        if name == "onnxruntime":
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_ort)
+def test_missing_onnxruntime_is_one_line(without_package):
+    without_package("onnxruntime")
     with pytest.raises(AutocompError, match=r"pip install 'autocomp\[onnx\]'"):
         onnx_export.require_onnx()
 

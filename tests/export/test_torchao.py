@@ -100,17 +100,8 @@ def test_nothing_expressible_is_refused(bert, tmp_path):
     assert not (tmp_path / CONFIG).exists()
 
 
-def test_missing_torchao_is_one_line(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_torchao(name, *a, **k):
-        if name.startswith("torchao"):
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_torchao)
+def test_missing_torchao_is_one_line(without_package):
+    without_package("torchao")
     with pytest.raises(AutocompError, match=r"torchao is not installed: pip install 'autocomp\[torchao\]'"):
         torchao_backend.require_torchao()
 
@@ -204,3 +195,19 @@ def test_front_export_torchao_and_onnx_from_a_study(digits_study, tmp_path):
                            "-o", str(tmp_path / "ck"), "--db", url])
     assert res.exit_code == 2 and "--apply is for --format torchao" in res.output
     assert not (tmp_path / "ck").exists()
+
+
+def test_tied_embedding_and_head_are_saved_once_and_load_tied(tmp_path):
+    """GPT-2's ``wte`` and ``lm_head`` share one weight: ``--apply`` stores it once (safetensors
+    refuses shared memory) and the loaded model has them tied again."""
+    wl = load_workload("autocomp.testing.hf:tiny_gpt2")
+    model = wl.model()
+    names = [n for n, _ in quantizable_layers(model)]
+    policy = Policy.from_choices([(n, Choice(8, 32) if "wte" in n else Choice(4, 32, group=16)) for n in names])
+    doc = export_torchao(model, policy, tmp_path, apply=True)
+    assert doc["tied"] == {"lm_head.weight": "transformer.wte.weight"}
+    loaded = load_torchao(tmp_path, copy.deepcopy(model))
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    x = wl.sample_input()
+    with torch.no_grad():
+        assert torch.isfinite(output_tensor(call_model(loaded, x))).all()

@@ -144,3 +144,32 @@ def test_bad_grid_is_a_one_line_error():
 
     with pytest.raises(AutocompError, match="grid must be a positive integer"):
         get_quantizer("awq", grid=0)
+
+
+def test_clip_searches_run_once_per_layer_not_once_per_alpha(digits_layers, monkeypatch):
+    """The α search rounds each candidate once on its full range; rtn's 15-ratio MSE search and
+    the 21-ratio output-error search then run for the chosen α only."""
+    import autocomp.quant as quant
+    import autocomp.quantizers.awq as awq
+
+    mods, names, stats, _ = digits_layers
+    n = names[-2]                       # a linear layer: per channel, one rounding call per candidate
+    calls = {"mse": 0, "ratios": []}
+    real_codes, real_clipped = quant.quantize_weight_codes, awq._clipped
+
+    def codes(w, bits):
+        calls["mse"] += 1
+        return real_codes(w, bits)
+
+    def clipped(rows, bits, zero_point, ratio):
+        calls["ratios"].append(ratio)
+        return real_clipped(rows, bits, zero_point, ratio)
+
+    monkeypatch.setattr(quant, "quantize_weight_codes", codes)
+    monkeypatch.setattr(awq, "_clipped", clipped)
+    res = get_quantizer("awq", grid=20).quantize_layer(n, mods[n], Choice(3, 32), stats[n])
+    assert res.input_scale is not None
+    # rtn's result, and the chosen α's MSE-clipped rounding: two MSE searches in all
+    assert calls["mse"] == 2
+    # 20 full-range roundings (α = 0 and 19 others), then one output-error search of 21 ratios
+    assert calls["ratios"] == [1.0] * 20 + list(awq._CLIPS)

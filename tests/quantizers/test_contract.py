@@ -53,3 +53,26 @@ def test_format_check_rejects_codes_out_of_range():
     assert_representable(w, Choice(4, 32))                # codes -8..7 at scale 1
     with pytest.raises(AssertionError):
         assert_representable(w, Choice(3, 32))            # needs codes beyond -4..3
+
+
+@pytest.mark.parametrize("name", ["gptq", "awq", "adaround"])
+def test_statistics_quantizers_open_a_layer_the_same_way(name):
+    """Float bits: the weight as is; an embedding: rtn's; float bits with pruning: rtn's magnitude
+    pruning, except gptq's own (SparseGPT-style) sweep; anything else needs the statistics."""
+    from autocomp.quantizers import get_quantizer
+
+    torch.manual_seed(2)
+    q = get_quantizer(name)
+    lin, emb = torch.nn.Linear(12, 6), torch.nn.Embedding(20, 12)
+    w = lin.weight.detach()
+    res = q.quantize_layer("l", lin, Choice(32, 32), None)
+    assert torch.equal(res.weight, w) and res.weight.data_ptr() != w.data_ptr()
+    assert torch.equal(q.quantize_layer("e", emb, Choice(3, 32), None).weight, compress_weight(emb.weight.detach(), 3))
+    pruned = Choice(32, 32, prune=0.5)
+    if name == "gptq":     # prunes float layers itself: that needs the Hessian
+        with pytest.raises(ValueError, match="'hessian' statistic of layer 'l'"):
+            q.quantize_layer("l", lin, pruned, None)
+    else:
+        assert torch.equal(q.quantize_layer("l", lin, pruned, None).weight, compress_weight(w, 32, 0.5))
+    with pytest.raises(ValueError, match=rf"quantizer '{name}' needs the .*'hessian'.* of layer 'l'"):
+        q.quantize_layer("l", lin, Choice(4, 32), None)

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect
 
 from autocomp.interactions import Interactions
 from autocomp.store import Store
-from autocomp.store.migrate import current_revision, schema_diff, upgrade
+from autocomp.store.migrate import current_revision, head_revision, schema_diff, upgrade
 
 FIXTURE = Path(__file__).with_name("fixtures") / "pre_alembic.db"
 
@@ -36,7 +36,7 @@ def test_pre_alembic_database_gains_the_table_and_keeps_its_rows(tmp_path):
     store.dispose()
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
-        assert current_revision(conn) == "0003" and schema_diff(conn) == []
+        assert current_revision(conn) == head_revision() and schema_diff(conn) == []   # 0003 or later
         assert "autocomp_interactions" in inspect(conn).get_table_names()
     engine.dispose()
 

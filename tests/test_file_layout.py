@@ -29,7 +29,7 @@ def _written(w: torch.Tensor, choice: Choice) -> dict[str, torch.Tensor]:
     if choice.w_bits == 32:
         if not choice.prune:
             return {"weight": w}
-        t, _ = sparse_float(w, sim, choice.prune)
+        t, _ = sparse_float("l", sim, choice.prune)
     else:
         lin, slin = torch.nn.Linear(w.shape[1], w.shape[0]), torch.nn.Linear(w.shape[1], w.shape[0])
         lin.weight.data, slin.weight.data = w.clone(), sim.clone()

@@ -72,8 +72,18 @@ def stored_codes(name: str, float_mod: torch.nn.Module, sim_mod: torch.nn.Module
         zeros = None if zeros is None else zeros.t().contiguous()
     # the pruned weights are exact zeros of the simulated weight; which zeros count as pruned
     # does not change a value (a pruned position decodes to 0 too), only the count must be exact
-    mask = prune_mask(sim_w, choice.prune) if choice.prune > 0 else None
+    mask = kept_mask(name, sim_w, choice.prune) if choice.prune > 0 else None
     return codes, scale, zeros, mask
+
+
+def kept_mask(name: str, sim_w: torch.Tensor, prune: float) -> torch.Tensor:
+    """Which weights of a pruned layer are kept: the largest ``1 - prune`` of the simulated
+    weight, whose pruned entries are exact zeros (whichever mask the quantizer chose: magnitude,
+    or SparseGPT's); one error line when a dropped position holds a weight."""
+    mask = prune_mask(sim_w, prune)
+    if bool((sim_w[~mask] != 0).any()):
+        raise AutocompError(f"layer {name!r}: the simulated weight has fewer zeros than its pruning ratio {prune:g}")
+    return mask
 
 
 def write_checkpoint(job: ExportJob, directory: Path) -> str:
@@ -110,7 +120,7 @@ def write_checkpoint(job: ExportJob, directory: Path) -> str:
             codes, scale, zeros, mask = stored_codes(name, fmod, smod, choice, q.spec)
             t, desc = encode_layer(codes, scale, zeros, choice, mask)
         elif choice.prune > 0:   # a pruned float layer: the kept values and where they are
-            t, desc = sparse_float(weight_of(fmod).detach(), weight_of(smod).detach(), choice.prune)
+            t, desc = sparse_float(name, weight_of(smod).detach(), choice.prune)
         else:
             layers.append(entry)
             continue
@@ -150,10 +160,10 @@ def write_checkpoint(job: ExportJob, directory: Path) -> str:
         size_line((directory / WEIGHTS).stat().st_size, nbytes, (job.front_point or {}).get("size"), job.full_size)
 
 
-def sparse_float(float_w: torch.Tensor, sim_w: torch.Tensor, prune: float) -> tuple[dict[str, torch.Tensor], dict]:
+def sparse_float(name: str, sim_w: torch.Tensor, prune: float) -> tuple[dict[str, torch.Tensor], dict]:
     """A pruned float layer as its kept fp32 values and their positions
     (:func:`autocomp.layout.layer_tensors`)."""
-    mask = prune_mask(float_w, prune).reshape(-1)
+    mask = kept_mask(name, sim_w.reshape(-1), prune)
     key, pos, fmt = encode_positions(mask)
     values = sim_w.reshape(-1)[mask].float().contiguous()
     return {"values": values, key: pos}, {"codes": "float32", "rows": int(sim_w.shape[0]),

@@ -88,3 +88,25 @@ def test_awq_input_scales_are_refused_in_one_line(tmp_path):
     with pytest.raises(AutocompError, match="awq scales its input") as e:   # 14 of its 17 layers here
         write_checkpoint(_job(wl, model, pol, "awq"), out)
     assert "\n" not in str(e.value) and not any(out.iterdir())   # refused before a file was written
+
+
+def test_pruned_float_layers_keep_the_quantizer_s_mask(tmp_path):
+    """Layer-wise pruning (float weights) under gptq: SparseGPT picks its own mask and updates the
+    kept weights; the checkpoint stores exactly those values and positions."""
+    from autocomp.modules import weight_of
+
+    wl = load_workload("autocomp.testing.hf:tiny_bert")
+    model = wl.model()
+    names = [n for n, _ in quantizable_layers(model)]
+    pol = Policy.from_choices([(n, Choice(32, 32, prune=0.5) if ".layer." in n else Choice(32, 32)) for n in names])
+    job = _job(wl, model, pol, "gptq")
+    out = tmp_path / "ck"
+    out.mkdir()
+    write_checkpoint(job, out)
+    man = json.loads((out / MANIFEST).read_text())
+    assert {l["codes"] for l in man["layers"] if l.get("pruning")} == {"float32"}
+    loaded = autocomp.load_compressed(out, wl.model)
+    sim = job.quantizer.apply(model, pol, job.act_ranges, job.stats, batches=wl.calib)
+    lmods, smods = dict(loaded.named_modules()), dict(sim.named_modules())
+    pruned = [n for n, c in pol.layers if c.prune]
+    assert pruned and all(torch.equal(weight_of(lmods[n]), weight_of(smods[n])) for n in pruned)

@@ -169,11 +169,26 @@ def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn")
               f"(budget {budget}), cost-model size vs policy_bytes: max |diff| {diff:.1f} B")
 
     evaluated: dict[str, float] = {}
+    if quantizer != "rtn":
+        from autocomp.calibrate import activation_ranges, activation_stats
+        from autocomp.evaluators.ptq import ACT_BITS, build_quantizer
+        from autocomp.modules import activation_layers
+        from autocomp.quantizers import collect_stats
+
+        q = build_quantizer(quantizer)
+        names = [n for n, _ in activation_layers(fp32)]
+        ranges = activation_ranges(activation_stats(fp32, names, wl.calib), ACT_BITS)
+        stats = collect_stats(fp32, wl.calib, names, q.needs)
 
     def requality(pt, pol) -> float:
-        # The same code as for NNCF's model; the stored value came from the evaluator actor.
+        # The same code as for NNCF's model; the stored value came from the evaluator actor. Under
+        # another quantizer than rtn the policy's weights are that quantizer's: rebuilt with it.
         if pol.id not in evaluated:
-            evaluated[pol.id] = float(wl.metric(apply(fp32, pol), wl.eval))
+            if quantizer == "rtn":
+                model = apply(fp32, pol)
+            else:
+                model = q.apply(fp32, pol, ranges, stats, batches=wl.calib)
+            evaluated[pol.id] = float(wl.metric(model, wl.eval))
         return evaluated[pol.id]
 
     def best(cands, size):

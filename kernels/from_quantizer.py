@@ -67,7 +67,7 @@ def recover_qparams(w: torch.Tensor, choice: Choice) -> tuple[torch.Tensor, torc
         >>> w = torch.tensor([[0.5, -1.0, 1.5, 0.0]])       # codes 1, -2, 3, 0 at scale 0.5
         >>> codes, scale, _ = recover_qparams(w, Choice(3, 32))
         >>> codes.tolist(), scale.tolist()
-        ([[1, -2, 3, 0]], [0.5])
+        ([[1.0, -2.0, 3.0, 0.0]], [0.5])
     """
     lo, hi = _code_range(choice)
     n, k = w.shape

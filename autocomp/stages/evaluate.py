@@ -52,6 +52,7 @@ def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies:
     Raises:
         IncompleteRun: some evaluations failed; those that landed are stored.
     """
+    from autocomp.stages.status import check_signals
     from autocomp.workers.pool import EvaluatorPool
 
     kind = kind or evaluator
@@ -67,10 +68,12 @@ def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies:
         store.save_evaluation(study, m.with_costs(cm.costs(by_id[m.policy_id])), kind=kind)
         result.evaluated += 1
         on_progress(1)
+        check_signals()   # a Ctrl-C lost inside a driver or Ray stops the sweep here
 
     def on_error(pid: str, e: BaseException) -> None:
         result.failures.append(f"{pid}: {type(e).__name__}")
         on_progress(1)
+        check_signals()
 
     if todo and pool is not None:
         pool.map(todo, on_result, on_error)

@@ -37,6 +37,13 @@ def note_signal(signum: int) -> None:
     SIGNALS.append(signum)
 
 
+def check_signals() -> None:
+    """Raise ``KeyboardInterrupt`` when a signal was recorded: called between units of work, so
+    an interrupt something swallowed on its way up still stops the run at the next one."""
+    if SIGNALS:
+        raise KeyboardInterrupt(f"signal {SIGNALS[0]}")
+
+
 class IncompleteRun(AutocompError):
     """Some work items failed; what landed is stored and a re-run retries only the rest."""
 
@@ -68,6 +75,9 @@ def tracked(store: Store, study: StudyInfo, resume: str = "") -> Iterator[StudyI
         _end(store, study, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", resume)
         raise
     else:
+        if SIGNALS:   # asked to stop, and the interrupt was swallowed: not a finished run
+            _end(store, study, "interrupted", f"signal {SIGNALS[0]}", resume)
+            raise KeyboardInterrupt(f"signal {SIGNALS[0]}")
         _end(store, study, "done", "", "")
 
 

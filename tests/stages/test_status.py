@@ -97,3 +97,41 @@ def test_without_a_signal_a_database_error_is_a_failure(study, monkeypatch):
         with tracked(store, st):
             raise StoreError("database error on sqlite:///x.db: disk I/O error")
     assert store.get_study("s").status == "failed"
+
+
+def test_a_recorded_signal_stops_an_evaluation_sweep_at_the_next_result(tmp_path):
+    """A signal something swallowed (recorded, but no exception came up): the sweep stops at the
+    next stored evaluation and the study ends interrupted, not done."""
+    from autocomp.budget import CostModel
+    from autocomp.policy import Choice, Policy
+    from autocomp.profile import profile_model
+    from autocomp.stages import evaluate, tracked
+    from autocomp.stages.status import SIGNALS, note_signal
+    from autocomp.store import Store
+    from autocomp.workload import load_workload
+
+    wl = load_workload("digits")
+    layers = profile_model(wl.model(), wl.sample_input())
+    names = [l.name for l in layers]
+    pols = [Policy.uniform(names, Choice(b, 8)) for b in (8, 6, 4, 3)]
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    study, _ = store.open_study("s", {"model": "digits"})
+    cm = CostModel(layers)
+    for p in pols:
+        store.save_policy(study, p, "uniform", p.id, cm.costs(p))
+    seen = []
+
+    def tick(n=1):
+        seen.append(n)
+        if len(seen) == 1:
+            note_signal(2)   # recorded, as the CLI's handler does, with no exception raised
+    SIGNALS.clear()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with tracked(store, study, resume="autocomp search --study s"):
+                evaluate(store, study, "digits", cm, pols, "ptq", workers=1, on_progress=tick)
+    finally:
+        SIGNALS.clear()
+    st = store.get_study("s")
+    assert st.status == "interrupted"
+    assert 1 <= len(store.evaluated_ids(st)) < len(pols)

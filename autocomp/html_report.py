@@ -53,7 +53,8 @@ def front_rows(points: Sequence[dict], fp32: dict) -> list[dict[str, str]]:
     out = []
     for p in points:
         row = {"policy": p["policy_id"],
-               "kind": ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front",
+               "kind": (("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front")
+               + (f" ({p['kind']})" if p.get("kind", "ptq") != "ptq" else ""),   # a QAT/NAS trial's quality
                "source": p["source"], name: f"{p['quality']:.4f}", "vs fp32": change_vs_fp32(p, points)}
         for m in reported_metrics():
             v = p.get(m.name)

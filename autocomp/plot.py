@@ -68,7 +68,7 @@ def front_figure(store: Store, study_name: str, costs: Sequence[str] | None = No
     if not pts:
         raise AutocompError(f"study {study_name!r} has no evaluations to plot")
     metric = quality_metric(pts)
-    fr = {p["policy_id"] for p in front(store, st, costs) if p["on_front"] and not p["baseline"]}
+    fr = {p["policy_id"] for p in front(store, st, costs, kind="ptq") if p["on_front"] and not p["baseline"]}
     qat = study_points(store, st, kind="qat")
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.2), squeeze=False)
     for ax, cost in zip(axes[0], costs):

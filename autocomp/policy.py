@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
+from autocomp.arch import Architecture
 from autocomp.modules import is_embedding, set_weight, weight_of
 from autocomp.quant import FLOAT_BITS, TOKEN_RANGE, compress_weight, fake_quant_act, is_float
 from autocomp.values import check_version
@@ -153,15 +154,29 @@ FLOAT_CHOICE = Choice(w_bits=FLOAT_BITS, a_bits=FLOAT_BITS, prune=0.0)
 
 @dataclass(frozen=True)
 class Policy:
-    """An ordered mapping layer name -> :class:`Choice`, with a stable content hash as its id."""
+    """An ordered mapping layer name -> :class:`Choice`, with a stable content hash as its id.
+
+    ``arch`` is set on a quantization-aware NAS candidate (:mod:`autocomp.arch`): the network the
+    layers belong to. Without one, the id and ``to_dict`` are those of every earlier policy; with
+    one, its canonical key enters the id and ``to_dict`` carries it (versioned).
+
+    Example:
+        >>> from autocomp.arch import Architecture
+        >>> p = Policy.from_choices({"fc": Choice(4, 8)})
+        >>> q = Policy.from_choices({"fc": Choice(4, 8)}, arch=Architecture.make("digits-cnn", {}, [{"op": "conv"}]))
+        >>> p.id != q.id, "arch" in p.to_dict(), Policy.from_dict(q.to_dict()) == q
+        (True, False, True)
+    """
 
     layers: tuple[tuple[str, Choice], ...]
     version: int = POLICY_VERSION
+    arch: Architecture | None = None
 
     @classmethod
-    def from_choices(cls, choices: Mapping[str, Choice] | Iterable[tuple[str, Choice]]) -> "Policy":
+    def from_choices(cls, choices: Mapping[str, Choice] | Iterable[tuple[str, Choice]],
+                     arch: Architecture | None = None) -> "Policy":
         items = choices.items() if isinstance(choices, Mapping) else choices
-        return cls(layers=tuple((str(n), c) for n, c in items))
+        return cls(layers=tuple((str(n), c) for n, c in items), arch=arch)
 
     @classmethod
     def uniform(cls, names: Iterable[str], choice: Choice) -> "Policy":
@@ -182,15 +197,20 @@ class Policy:
     @property
     def id(self) -> str:
         """12 hex digits of the SHA-256 of the canonical JSON; equal policies share an id."""
-        blob = json.dumps([[n, c.to_dict()] for n, c in self.layers], sort_keys=True)
+        layers = [[n, c.to_dict()] for n, c in self.layers]
+        # No architecture: exactly the blob of every earlier policy (stored ids must not move).
+        blob = json.dumps(layers if self.arch is None else {"arch": self.arch.key, "layers": layers}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "version": self.version,
             "id": self.id,
             "layers": [{"name": n, **c.to_dict()} for n, c in self.layers],
         }
+        if self.arch is not None:
+            d["arch"] = self.arch.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Policy":
@@ -198,7 +218,8 @@ class Policy:
         layers = d.get("layers")
         if not isinstance(layers, list):
             raise ValueError("policy JSON has no 'layers' list")
-        return cls(layers=tuple((str(e["name"]), Choice.from_dict(e)) for e in layers))
+        arch = Architecture.from_dict(d["arch"]) if d.get("arch") is not None else None
+        return cls(layers=tuple((str(e["name"]), Choice.from_dict(e)) for e in layers), arch=arch)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -212,7 +233,8 @@ class Policy:
         from collections import Counter
 
         cnt = Counter(c.key for _, c in self.layers)
-        return " ".join(f"{k}:{v}" for k, v in sorted(cnt.items()))
+        text = " ".join(f"{k}:{v}" for k, v in sorted(cnt.items()))
+        return text if self.arch is None else f"{self.arch.family} x{self.arch.depth} {text}"
 
 
 class ActFakeQuant:

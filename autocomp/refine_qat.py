@@ -34,7 +34,27 @@ SOURCE = "optuna-qat"
 KIND = "qat"
 
 
-class _StoreResults(Callback):
+class StoreCallback(Callback):
+    """A Tune callback (run in the driver) that writes to the study database: Tune pickles its
+    callbacks with the experiment state, so the connection is opened lazily from ``self.url``
+    (a :class:`~autocomp.store.sealed.SealedURL`: no password reaches Tune's files) and neither it
+    nor ``on_progress`` is pickled. Subclasses set ``url``, ``_store = None`` and ``on_progress``."""
+
+    url: SealedURL
+    _store: Store | None
+    on_progress: Callable[[int], None] | None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_store": None, "on_progress": None}
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.url.url)
+        return self._store
+
+
+class _StoreResults(StoreCallback):
     """Tune callback (runs in the driver): store each QAT result as it lands.
 
     Tune pickles its callbacks with the experiment state; the database connection is therefore
@@ -47,15 +67,6 @@ class _StoreResults(Callback):
         self.url, self.study, self.cm, self.name, self.epochs = SealedURL(url), study, cm, name, epochs
         super().__init__()
         self.out, self.on_progress, self._store = out, on_progress, None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_store": None, "on_progress": None}
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store(self.url.url)
-        return self._store
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "evaluation" not in result:
@@ -116,7 +127,7 @@ def refine_qat(store: Store, study: StudyInfo, *, spec: str, layers: Sequence[La
         return result
     metrics = budget.metrics
     seeds = []
-    for pt in front(store, study, costs=metrics):
+    for pt in front(store, study, costs=metrics, kind="ptq"):   # PTQ results seed the sampler
         if not pt["baseline"] and pt["policy_id"] not in done:
             params = ps.params_of(Policy.from_dict(store.get_policy(study, pt["policy_id"]).policy))
             if params is not None:

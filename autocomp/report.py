@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from autocomp.costs import reported_metrics
+from autocomp.errors import AutocompError
 from autocomp.metrics import QualityMetric, get_quality_metric
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo
@@ -75,16 +76,56 @@ def pareto(points: Sequence[dict], costs: Sequence[str], metric: QualityMetric |
     return sorted(out, key=lambda p: tuple(p[c] for c in costs))
 
 
-def study_points(store: Store, study: StudyInfo, kind: str = "ptq") -> list[dict[str, Any]]:
+FRONT_KINDS = ("ptq", "qat", "nas")   # the evaluation families a front merges
+
+
+def kind_family(kind: str, study: StudyInfo | None = None) -> str | None:
+    """The family of a stored evaluation kind: ``ptq`` (the study's own quantizer), ``qat``
+    (``qat``, ``qat:<options hash>``), ``nas``; None for the rest (interaction probes, other
+    quantizers' PTQ).
+
+    Example:
+        >>> kind_family("qat:ba4a0b5f5b"), kind_family("nas"), kind_family("interaction")
+        ('qat', 'nas', None)
+    """
+    from autocomp.store.repository import ptq_kind
+
+    own = ptq_kind((study.config if study else {}).get("quantizer"))
+    if kind == own:
+        return "ptq"
+    head = kind.split(":", 1)[0]
+    return head if head in ("qat", "nas") else None
+
+
+def study_points(store: Store, study: StudyInfo, kind: str | None = "ptq") -> list[dict[str, Any]]:
     """Every evaluated policy of the study joined with its stored costs and provenance.
 
-    ``kind`` picks the evaluations: ``ptq`` (the search's) or ``qat`` (QAT refinement trials).
+    ``kind`` picks the evaluations: ``ptq`` (the search's), ``qat`` (QAT refinement and
+    ``--trials qat`` trials), ``nas``, or None (all three). Where a policy has several of them,
+    its point is the best quality (in the metric's direction; a tie keeps the earlier family),
+    with ``kind`` naming the family; a non-PTQ point also carries ``evaluation_kind`` (as
+    stored), ``ptq_quality`` (when the policy has a PTQ evaluation) and ``trial_options`` (a QAT
+    trial's evaluator options).
     """
+    want = FRONT_KINDS if kind is None else (kind,)
+    if any(k not in FRONT_KINDS for k in want):
+        raise AutocompError(f"unknown evaluation kind {kind!r}: use {', '.join(FRONT_KINDS)}")
     pols = {p.policy_id: p for p in store.list_policies(study)}
     fp = store.get_study(study.name).config.get("fp32", {})
     metrics = reported_metrics()
+    rows = store.list_evaluations(study, kind="ptq") if want == ("ptq",) else [
+        e for e in store.list_evaluations(study, kind=None) if kind_family(e.kind, study) in want]
+    best: dict[str, tuple[str, Any]] = {}
+    ptq: dict[str, float] = {}
+    for e in sorted(rows, key=lambda e: FRONT_KINDS.index(kind_family(e.kind, study))):
+        fam = kind_family(e.kind, study)
+        if fam == "ptq":
+            ptq[e.policy_id] = e.quality
+        held = best.get(e.policy_id)
+        if held is None or get_quality_metric(e.quality_metric).better(e.quality, held[1].quality):
+            best[e.policy_id] = (fam, e)
     out = []
-    for e in store.list_evaluations(study, kind=kind):
+    for fam, e in best.values():
         p = pols.get(e.policy_id)
         if p is None:
             continue
@@ -100,14 +141,25 @@ def study_points(store: Store, study: StudyInfo, kind: str = "ptq") -> list[dict
         for k in _EXTRAS:
             if k in e.extra:
                 pt[k] = e.extra[k]
+        pt["kind"] = fam
+        if fam != "ptq":
+            pt["evaluation_kind"] = e.kind
+            if e.policy_id in ptq:
+                pt["ptq_quality"] = ptq[e.policy_id]
+            if "qat_options" in e.extra:
+                pt["trial_options"] = e.extra["qat_options"]
         out.append(pt)
     return out
 
 
-def front(store: Store, study: StudyInfo, costs: Sequence[str] | None = None, kind: str = "ptq") -> list[dict[str, Any]]:
+def front(store: Store, study: StudyInfo, costs: Sequence[str] | None = None,
+          kind: str | None = None) -> list[dict[str, Any]]:
     """The study's front: non-dominated searched policies, plus the baselines marked as such.
 
-    Each point carries ``on_front`` (non-dominated among searched policies) and ``baseline``.
+    Each point carries ``on_front`` (non-dominated among searched policies), ``baseline`` and
+    ``kind``. ``kind`` None (default) merges every evaluation family (PTQ, QAT trials, NAS),
+    each policy at its best quality (:func:`study_points`); ``"ptq"`` gives the PTQ front alone
+    (what the sweep's weights reach), ``"qat"``/``"nas"`` those trials alone.
     """
     cfg = store.get_study(study.name).config
     costs = list(costs or cfg.get("front_costs") or ["size"])

@@ -31,6 +31,7 @@ from autocomp.stages import (DEFAULT_BASELINES, EvaluateResult, StudyContext, ch
 from autocomp.stages.interactions import check_interactions, measure_interactions, pending_probes
 from autocomp.stages.repair import check_repair, repair
 from autocomp.stages.target import seek_target
+from autocomp.stages.trials import TrialsSpec, check_trials, pending_count, run_trials
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo, check_study_name
 from autocomp.target import parse_target
@@ -48,6 +49,7 @@ class SearchConfig:
     data: str = "real"            # proxies' calibration data: real, or distilled (ZeroQ)
     auto_samples: int = 12        # policies the "auto" audit samples
     auto_proxies: tuple[str, ...] = ()  # proxies the "auto" audit compares (default: all)
+    auto_band_mates: int = 2      # of every 1 + this many of those policies, this many are of about the same size
     allocator: str = "ilp"
     points: int = 12
     baselines: tuple[int, ...] = DEFAULT_BASELINES
@@ -67,6 +69,13 @@ class SearchConfig:
     device: str = "auto"          # proxy tasks and evaluator actors: auto (cuda when the cluster has GPUs), cpu, cuda
     eval_dtype: str = "float32"   # autocast dtype of the evaluations: float32, float16, bfloat16
     quantizer: str = "rtn"        # how weights become codes (autocomp.quantizers): rtn, gptq, gptq+bias_correction, ...
+    trials: str | None = None     # training trials after the sweep (autocomp.stages.trials): qat, nas
+    top: int = 3                  # --trials qat: the best K policies of the PTQ front
+    qat: str = ""                 # --trials qat: the qat evaluator's options, 'key=value,...'
+    trials_per_policy: int = 1    # --trials qat: M > 1: Optuna samples each trial's estimator, its parameters, lr
+    trial_steps: int | None = None  # the step budget of each QAT/NAS trial
+    nas_samples: int = 0          # --trials nas: the NAS trials the study should hold
+    trial_retries: int = 1        # reruns of a trial that raised (Tune max_failures)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,7 +90,17 @@ class SearchConfig:
         for k, default in (("device", "auto"), ("eval_dtype", "float32"), ("quantizer", "rtn")):
             if d[k] == default:
                 d.pop(k)
+        if self.proxy != "auto":
+            d.pop("auto_band_mates")
+        if self.trials is None:   # likewise without training trials
+            for k in _TRIAL_KEYS:
+                d.pop(k)
         return d
+
+    def trials_spec(self) -> TrialsSpec:
+        """The ``--trials`` options as the stage takes them."""
+        return TrialsSpec(self.trials, self.top, self.qat, self.trials_per_policy, self.trial_steps,
+                          self.nas_samples, self.trial_retries, self.seed)
 
     def resume_command(self, study: str) -> str:
         """The command that resumes study ``study`` with this configuration's refinement or target."""
@@ -100,10 +119,27 @@ class SearchConfig:
             import shlex
 
             cmd += f" --quantizer {shlex.quote(self.quantizer)}"
+        return cmd + self._trials_args()
+
+    def _trials_args(self) -> str:
+        import shlex
+
+        if self.trials is None:
+            return ""
+        cmd = f" --trials {self.trials}"
+        if self.trials == "nas":
+            cmd += f" --nas-samples {self.nas_samples}"
+        else:
+            cmd += f" --top {self.top}" + (f" --qat {shlex.quote(self.qat)}" if self.qat else "")
+            cmd += f" --trials-per-policy {self.trials_per_policy}" if self.trials_per_policy != 1 else ""
+        cmd += f" --trial-steps {self.trial_steps}" if self.trial_steps is not None else ""
+        cmd += f" --trial-retries {self.trial_retries}" if self.trial_retries != 1 else ""
+        cmd += f" --seed {self.seed}" if self.seed else ""
         return cmd
 
 
 _TARGET_KEYS = ("target", "minimise", "target_tol", "max_evals")
+_TRIAL_KEYS = ("trials", "top", "qat", "trials_per_policy", "trial_steps", "nas_samples", "trial_retries")
 _TARGET_DEFAULTS = {"minimise": "size", "target_tol": 0.02, "max_evals": 12}
 
 
@@ -116,6 +152,7 @@ class SearchResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     refined: int = 0  # refinement evaluations made by this call (autocomp.refine)
     target: dict | None = None  # with a target: the answer and its bracket (autocomp.stages.target)
+    trialled: int = 0  # training trials (--trials) stored by this call
 
 
 def check_config(cfg: SearchConfig) -> None:
@@ -149,6 +186,7 @@ def check_config(cfg: SearchConfig) -> None:
         get_allocator(cfg.allocator).check_pairwise()
     if cfg.repair and cfg.target is not None:
         raise AutocompError("--repair does not combine with --target: the target search picks its own policies")
+    check_trials(cfg.trials_spec(), cfg.model)   # --trials nas: also that the workload has an architecture builder
 
 
 def _check_target(cfg: SearchConfig, budget: Budget) -> None:
@@ -265,8 +303,13 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
             with stages.stage("refine" if cfg.refine_mode == "ptq" else f"refine {cfg.refine_mode}", cfg.refine) as tick:
                 refined = refine(store, study, ctx, cfg.refine, cfg.refine_mode, cfg.workers, cfg.seed,
                                  cfg.refine_sampler, on_progress=tick, options=ptq).evaluated
+        trialled = 0
+        if cfg.trials:
+            spec = cfg.trials_spec()
+            with stages.stage(f"trials {cfg.trials}", pending_count(store, study, spec)) as tick:
+                trialled = run_trials(store, study, ctx, spec, cfg.workers, on_progress=tick).evaluated
     return SearchResult(store.get_study(study_name), front(store, study), done.evaluated, done.skipped,
-                        dict(stages.times), refined, None if sought is None else sought.to_dict())
+                        dict(stages.times), refined, None if sought is None else sought.to_dict(), trialled)
 
 
 def check_quantizer(study: StudyInfo, quantizer: str) -> None:
@@ -301,13 +344,21 @@ def _auto_proxy(cfg: SearchConfig, store: Store, study: StudyInfo, stages: Stage
     chosen = study.config.get("proxy_chosen")
     if chosen:  # resumed study: keep the proxy its stored scores came from
         return chosen
-    acfg = AuditConfig(model=cfg.model, samples=cfg.auto_samples, proxies=tuple(cfg.auto_proxies), space=cfg.space,
+    # The allocator ranks policies of about the budget's cost: spend the audit's evaluations on
+    # anchors spread over the range, each with band mates of about its size, so that the
+    # within-band figure best_proxy ranks by is measured, not only the spread's.
+    mates = max(0, cfg.auto_band_mates)
+    acfg = AuditConfig(model=cfg.model, samples=max(2, -(-cfg.auto_samples // (1 + mates))),
+                       proxies=tuple(cfg.auto_proxies), space=cfg.space, band_mates=mates,
                        seed=cfg.seed, workers=cfg.workers, address=cfg.address, data=cfg.data,
                        quantizers=(cfg.quantizer,))   # audit what the study will evaluate
     rows = run_audit(acfg, store, f"{study.name}-audit", stages)
     chosen = best_proxy(rows)
     best = next(r for r in rows if r["proxy"] == chosen)
-    msg = f"--proxy auto: using {chosen!r} (Spearman {best['spearman']:+.3f} over {best['samples']} policies)"
+    band = best.get("band_spearman")
+    within = "" if band is None else f", within size bands {band:+.3f}"
+    msg = (f"--proxy auto: using {chosen!r} (Spearman {best['spearman']:+.3f}{within} over {best['samples']} "
+           "policies)")
     logging.getLogger("autocomp").info(msg)
     stages.log(msg)
     store.update_config(study, proxy_chosen=chosen, proxy_audit=rows)

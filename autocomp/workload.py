@@ -189,6 +189,8 @@ class Workload:
         spec: the ``--model`` string that loads this workload again in another process.
         quality: what ``metric`` measures: a quality metric name of :mod:`autocomp.metrics`
             (``accuracy``, ``perplexity``, ``loss``, ...), which gives its direction.
+        train: optional training batches, disjoint from ``calib`` and ``eval``, that training
+            evaluators (``qat``) fine-tune on; None: they fall back to ``calib`` (and say so).
     """
 
     name: str
@@ -199,6 +201,7 @@ class Workload:
     loss: Callable[[Any, torch.Tensor], torch.Tensor] = cross_entropy
     spec: str = ""
     quality: str = "accuracy"
+    train: Sequence[Batch] | None = field(default=None, repr=False)
     _model: torch.nn.Module | None = field(default=None, repr=False)
 
     def model(self) -> torch.nn.Module:

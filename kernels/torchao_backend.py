@@ -342,10 +342,29 @@ def output_errors(y: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, flo
     return err, err / max(float(ref.abs().max()), 1e-12), agree
 
 
+def _inputs_float(sim: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a compressed model with its weights and biases as they are and its inputs float
+    (the activation fake-quant hooks of :class:`autocomp.policy.ActFakeQuant` dropped)."""
+    from autocomp.policy import ActFakeQuant
+
+    out = copy.deepcopy(sim)
+    for m in out.modules():
+        for k in [k for k, h in m._forward_pre_hooks.items() if isinstance(h, ActFakeQuant)]:
+            del m._forward_pre_hooks[k]
+    return out
+
+
 def compare_backends(model: torch.nn.Module, policy: Policy, act_ranges: Mapping, sample: Any,
-                     device: torch.device | str = "cpu", repeats: int = 20) -> BackendComparison:
+                     device: torch.device | str = "cpu", repeats: int = 20, sim: torch.nn.Module | None = None,
+                     results: Mapping[str, Any] | None = None) -> BackendComparison:
     """Run ``policy`` on autocomp's kernels and on torchao's beside the float model; compare each
     output with the simulation's (:func:`autocomp.policy.apply`) and time all three alternately.
+
+    With ``sim`` (another quantizer's compressed model, :meth:`autocomp.quantizers.Quantizer.apply`,
+    and its per-layer ``results``), the reference is ``sim``, autocomp's kernels run its codes
+    (:func:`~autocomp.kernels.from_quantizer.convert_quantized`) and torchao starts from its
+    weights and biases (inputs float), not from rtn's: both backends run what was evaluated. A
+    policy with AWQ input scales is not given to torchao (no torchao form for them; ``note`` says so).
 
     Example:
         >>> cmp = compare_backends(model, policy, ranges, sample, "cpu", 20)             # doctest: +SKIP
@@ -358,12 +377,22 @@ def compare_backends(model: torch.nn.Module, policy: Policy, act_ranges: Mapping
 
     dev = torch.device(device)
     plan = torchao_plan(model, policy)
-    sim = apply(model, policy, act_ranges).eval()
-    models = {"fp32": copy.deepcopy(model).to(dev).eval(),
-              "autocomp": convert(model, policy, act_ranges).to(dev).eval()}
+    if sim is None:
+        sim = apply(model, policy, act_ranges).eval()
+        kernels, start = convert(model, policy, act_ranges), apply(model, weight_only(policy))
+    else:
+        from autocomp.kernels.from_quantizer import convert_quantized
+
+        sim = sim.eval()
+        kernels, start = convert_quantized(model, sim, policy, act_ranges, results), _inputs_float(sim)
+        if any(getattr(r, "input_scale", None) is not None for r in (results or {}).values()):
+            start = None
+    models = {"fp32": copy.deepcopy(model).to(dev).eval(), "autocomp": kernels.to(dev).eval()}
     note = ""
-    if plan.quantized or not plan.unsupported:
-        models["torchao"] = torchao_model(apply(model, weight_only(policy)), plan, model, dev)
+    if start is None:
+        note = "torchao has no form for AWQ's input scales: not run"
+    elif plan.quantized or not plan.unsupported:
+        models["torchao"] = torchao_model(start, plan, model, dev)
     else:
         note = "torchao cannot express any layer of this policy"
     x = _to(sample, dev)

@@ -51,9 +51,9 @@ from autocomp.quant import FLOAT_BITS, is_float
 
 HERE = Path(__file__).parent
 ALLOWED_W_BITS = (1, 1.58, 2, 3, 4, 5, 6, 7, 8, 16, 32)
-ALLOWED_A_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+ALLOWED_A_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)   # 1: binary inputs (the binary_act space)
 _PRODUCT_KEYS = ("w_bits", "a_bits", "prune", "group", "zero_point", "act", "quantizer")
-_TOP_KEYS = {"name", "description", *_PRODUCT_KEYS, "choices", "overrides", "ties"}
+_TOP_KEYS = {"name", "description", *_PRODUCT_KEYS, "choices", "overrides", "ties", "nas"}
 _OVR_KEYS = {"match", *_PRODUCT_KEYS, "choices", "skip"}
 _ROLE_MATCH = {"@embeddings": "embedding", "@lm_head": "lm_head"}
 
@@ -121,6 +121,8 @@ class SearchSpace:
     explicit: tuple[Choice, ...] = ()
     act: tuple[str, ...] = ("tensor",)
     quantizer: tuple[str | None, ...] = (None,)
+    #: the architecture choices of a NAS space (the ``nas:`` section, see :func:`nas_section`)
+    nas: dict | None = field(default=None, hash=False)
 
     def _base(self) -> list[Choice]:
         if self.explicit:
@@ -537,7 +539,56 @@ def space_from_dict(d: Mapping[str, Any], where: str = "<dict>") -> SearchSpace:
         overrides=tuple(overrides), ties=tuple(ties),
         description=str(d.get("description", "")), source=dict(d),
         group=group, zero_point=zps, explicit=explicit, act=act, quantizer=qz,
+        nas=nas_section(d["nas"], where) if "nas" in d else None,
     )
+
+
+def nas_section(v: Any, where: str = "<dict>") -> dict:
+    """Validate a space's ``nas:`` section: the architecture choices of quantization-aware NAS::
+
+        nas:
+          family: digits-cnn        # the builder (autocomp.nas_models)
+          depth: [2, 3, 4]          # number of blocks
+          stem: [8, 16]             # any other key: a whole-model setting's choices
+          block:                    # each block's settings' choices
+            op: [conv, dwsep]
+            kernel: [3, 5]
+
+    Only the form is checked here (lists of numbers or words); the family's builder judges the
+    values, so an architecture it cannot build fails in its trial with the builder's reason.
+
+    Example:
+        >>> nas_section({"family": "digits-cnn", "depth": [2, 3], "block": {"op": ["conv"]}})["depth"]
+        [2, 3]
+        >>> nas_section({"family": "digits-cnn", "depth": []})
+        Traceback (most recent call last):
+        ...
+        autocomp.errors.SearchSpaceError: search space <dict>: 'nas.depth' must be a non-empty list of block counts (integers >= 1)
+    """
+    if not isinstance(v, Mapping):
+        raise SearchSpaceError(f"search space {where}: 'nas' must be a mapping with 'family', 'depth' and 'block'")
+    fam = v.get("family")
+    if not isinstance(fam, str) or not fam:
+        raise SearchSpaceError(f"search space {where}: 'nas.family' must name an architecture family (e.g. digits-cnn)")
+    depth = v.get("depth")
+    if not isinstance(depth, list) or not depth or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
+                                                           for x in depth):
+        raise SearchSpaceError(f"search space {where}: 'nas.depth' must be a non-empty list of block counts (integers >= 1)")
+    block = v.get("block", {})
+    if not isinstance(block, Mapping):
+        raise SearchSpaceError(f"search space {where}: 'nas.block' must map block settings to lists of choices")
+    out: dict = {"family": fam, "depth": sorted(set(depth)), "params": {}, "block": {}}
+    for part, items in (("params", {k: x for k, x in v.items() if k not in ("family", "depth", "block")}),
+                        ("block", block)):
+        for k, opts in items.items():
+            key = f"nas.{k}" if part == "params" else f"nas.block.{k}"
+            if not isinstance(k, str) or not k.isidentifier() or k == "bits":
+                raise SearchSpaceError(f"search space {where}: {key!r} is not a setting name (bits come from w_bits)")
+            if not isinstance(opts, list) or not opts or not all(
+                    isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in opts):
+                raise SearchSpaceError(f"search space {where}: {key!r} must be a non-empty list of numbers or words")
+            out[part][k] = list(dict.fromkeys(opts))
+    return out
 
 
 def builtin_spaces() -> list[str]:

@@ -20,7 +20,7 @@ VALUES = ("autocomp", "autocomp.errors", "autocomp.values", "autocomp.policy", "
           "autocomp.metrics", "autocomp.costs", "autocomp.layout", "autocomp.sensitivity", "autocomp.profile", "autocomp.modules",
           "autocomp.search_spaces", "autocomp.workload", "autocomp.quant", "autocomp.calibrate",
           "autocomp.progress", "autocomp.registry", "autocomp.target", "autocomp.interactions",
-          "autocomp.devices", "autocomp.bands")
+          "autocomp.devices", "autocomp.bands", "autocomp.arch", "autocomp.nas_models")
 PLUGINS = ("autocomp.proxies", "autocomp.allocators", "autocomp.evaluators", "autocomp.kernels",
            "autocomp.workloads", "autocomp.quantizers")
 # Quantizers are the numerics the evaluators and proxies are about (a proxy scores a choice with

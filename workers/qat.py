@@ -1,4 +1,8 @@
-"""The QAT Ray Tune trainable: what runs on the worker for one QAT trial.
+"""The QAT Ray Tune trainables: what runs on the worker for one QAT trial.
+
+:func:`qat_trainable` serves ``--refine-mode qat`` (Optuna picks the policy);
+:func:`qat_trial` serves ``--trials qat`` (a stored policy, fine-tuned with given or sampled
+options; controller :mod:`autocomp.trials`).
 
 The trial builds its policy from Tune's ``config`` (one choice key per free layer or tie group),
 runs the ``qat`` evaluator (:mod:`autocomp.evaluators.qat`) and reports the quality, the budget's
@@ -56,3 +60,31 @@ def qat_trainable(config: dict, spec: str = "digits", names: Sequence[str] = (),
                    layout=FileLayout.from_dict(layout) if layout else None)
     tune.report({res.quality_metric: res.quality, **{m: cm.cost(m, pol) for m in metrics},
                  "policy": pol.to_dict(), "evaluation": res.to_dict()})
+
+
+def qat_trial(config: dict, spec: str = "digits", policies: dict | None = None, options: dict | None = None) -> None:
+    """Ray Tune function trainable for one ``--trials qat`` trial (:mod:`autocomp.trials`).
+
+    Args:
+        config: Tune's sample: ``policy`` (a policy id of ``policies``), and any ``qat`` option
+            the sampler picked (M > 1 trials per policy), which overrides ``options``.
+        spec: the ``--model`` string (remapped for cluster workers).
+        policies: policy id -> ``Policy.to_dict()``.
+        options: the fixed ``qat`` evaluator options.
+
+    Reports the quality under the metric's name, the options the trial ran with, and the
+    :class:`~autocomp.metrics.Metrics` (the controller adds the costs and stores it).
+    """
+    import torch
+    from ray import tune
+
+    from autocomp.evaluators import get_evaluator
+    from autocomp.workers.runtime_env import worker_spec
+    from autocomp.workload import load_workload
+
+    torch.set_num_threads(1)   # the trial holds one CPU
+    opts = {**(options or {}), **{k: v for k, v in config.items() if k != "policy"}}
+    pol = Policy.from_dict((policies or {})[config["policy"]])
+    wl = load_workload(worker_spec(spec))
+    res = get_evaluator("qat", **opts).evaluate(wl, pol)
+    tune.report({res.quality_metric: res.quality, "options": opts, "evaluation": res.to_dict()})

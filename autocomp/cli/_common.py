@@ -21,7 +21,7 @@ from autocomp.errors import AutocompError
 
 DB_OPTION = typer.Option(None, "--db", envvar="AUTOCOMP_DB",
                          help="Study database: a SQLAlchemy URL or a SQLite file path [default: ./autocomp.db].")
-EVALUATION_KINDS = ("ptq", "qat")  # what `front show --kind` can read (QAT refinement trials are "qat")
+EVALUATION_KINDS = ("all", "ptq", "qat", "nas")  # what `front show --kind` can read (all: each policy's best)
 
 
 def fail(msg: str, code: int = 2) -> None:

@@ -18,12 +18,13 @@ front_app = typer.Typer(help="Pareto fronts recomputed from the study database."
 @guarded
 def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[str] = DB_OPTION,
              as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
-             kind: str = typer.Option("ptq", "--kind", help="Evaluations: ptq, or qat (QAT refinement trials).")) -> None:
-    """The study's front (searched policies) with the uniform baselines marked.
+             kind: str = typer.Option("all", "--kind", help="Evaluations: all (each policy at its best of PTQ, QAT and NAS trials), ptq, qat or nas.")) -> None:
+    """The study's front (searched policies) with the uniform baselines marked; a policy whose QAT
+    (or NAS) trial beat its PTQ evaluation is shown at that quality, marked ``(qat)``.
 
     JSON points hold `quality` and `quality_metric` (and the value under the metric's name, e.g.
-    `accuracy`), then one key per cost metric; a `--target` search adds `target` (its answer and
-    bracket).
+    `accuracy`), then one key per cost metric, and `kind` (ptq, qat, nas: which evaluation gave the
+    quality); a `--target` search adds `target` (its answer and bracket).
     """
     from autocomp.errors import AutocompError
     from autocomp.report import front
@@ -33,7 +34,7 @@ def show_cmd(study: str = typer.Argument(..., help="Study name."), db: Optional[
         raise AutocompError(f"unknown --kind {kind!r}: use {' or '.join(EVALUATION_KINDS)}")
     store = read_store(db)
     st = store.get_study(study)
-    pts = front(store, st, kind=kind)
+    pts = front(store, st, kind=None if kind == "all" else kind)
     if as_json:
         target = {"target": st.config["target_result"]} if st.config.get("target_result") else {}
         typer.echo(json.dumps({"study": study, "status": st.status, "fp32": st.config.get("fp32", {}),

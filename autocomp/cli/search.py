@@ -44,6 +44,13 @@ def search_cmd(
     max_evals: int = typer.Option(12, "--max-evals", help="With --target: most policies the bisection probes."),
     interactions: int = typer.Option(0, "--interactions", help="Measure pairwise interaction terms of the K most sensitive layers (and their neighbours) and give them to the ILP (0: additive)."),
     repair: int = typer.Option(0, "--repair", help="Evaluations for re-measuring the best policy's neighbours and keeping what measures better (0: none)."),
+    trials: Optional[str] = typer.Option(None, "--trials", help="Training trials after the sweep, as Ray Tune trials (resumable): qat (fine-tune the best --top policies of the PTQ front) or nas (quantization-aware NAS, --nas-samples)."),
+    top: int = typer.Option(3, "--top", help="With --trials qat: fine-tune the K best policies of the PTQ front."),
+    qat: str = typer.Option("", "--qat", help="With --trials qat: the qat evaluator's options, e.g. 'estimator=reste,steps=200,learn_scales=true' (each options set is its own trial)."),
+    trials_per_policy: int = typer.Option(1, "--trials-per-policy", help="With --trials qat: trials per policy; above 1 Optuna samples each trial's estimator, its parameters and lr (those --qat leaves open)."),
+    trial_steps: Optional[int] = typer.Option(None, "--trial-steps", help="Step budget of each QAT or NAS trial (qat: its steps option)."),
+    nas_samples: int = typer.Option(0, "--nas-samples", help="With --trials nas: the NAS trials the study should hold."),
+    trial_retries: int = typer.Option(1, "--trial-retries", help="With --trials: reruns of a trial that raised before it is recorded failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the front as JSON."),
 ) -> None:
     """Search per-layer compression policies under a budget; prints the Pareto front."""
@@ -60,7 +67,9 @@ def search_cmd(
                        refine_mode=refine_mode, refine_sampler=refine_sampler,
                        latency_table=latency_table, target=target, minimise=minimise, target_tol=target_tol,
                        max_evals=max_evals, interactions=interactions, repair=repair, device=device,
-                       eval_dtype=eval_dtype, quantizer=quantizer)
+                       eval_dtype=eval_dtype, quantizer=quantizer, trials=trials, top=top, qat=qat,
+                       trials_per_policy=trials_per_policy, trial_steps=trial_steps, nas_samples=nas_samples,
+                       trial_retries=trial_retries)
     name = study_name(study) if study else default_study_name(model, f"{dt.datetime.now():%Y%m%d-%H%M%S}")
     check_config(cfg)  # before the database file is opened (or created)
     store = Store(db)
@@ -88,6 +97,7 @@ def search_cmd(
     else:
         print_front(name, result.front, store.get_study(name).config)
         refined = f", {result.refined} refined by Optuna" if refine else ""
+        refined += f", {result.trialled} {trials.upper()} trial(s) run" if trials else ""
         typer.echo(f"study {name!r}: {result.evaluated_now} evaluated now{refined}, {result.skipped} already stored "
                    f"({store.shown_url})")
 

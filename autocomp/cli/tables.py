@@ -35,10 +35,15 @@ def print_front(study: str, points: Sequence[dict[str, Any]], config: dict, cons
         t.add_column(col, justify="left" if col in ("policy", "kind", "label") else "right")
     for p in points:
         kind = ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front"
+        kind += f" ({p['kind']})" if p.get("kind", "ptq") != "ptq" else ""   # a QAT/NAS trial's quality
         kernel = (f"{p['speedup']:.2f}x {p.get('device', '')}".rstrip() if p.get("speedup") else "-",) if measured else ()
         t.add_row(p["policy_id"], kind, f"{p['quality']:.4f}", change_vs_fp32(p, points), *_cost_cells(p, fp), *kernel, escape(str(p.get("label", ""))))
     console.print(t)
     console.print("baseline* = a uniform baseline no searched policy dominates")
+    trained = sorted({p["kind"] for p in points if p.get("kind", "ptq") != "ptq"})
+    if trained:
+        console.print(f"({'/'.join(trained)}) = the policy's quality after its {'/'.join(trained).upper()} trial "
+                      "(better than its PTQ one); `front show --kind ptq`: the PTQ front alone")
     console.print(escape(f"quantizer: {config.get('quantizer', 'rtn')}"))
     if config.get("target_result"):
         console.print(escape(target_line(config["target_result"])))

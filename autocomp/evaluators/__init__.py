@@ -1,4 +1,5 @@
-"""Evaluators, registered by name: ``ptq`` (post-training quantization), ``qat`` (STE fine-tune).
+"""Evaluators, registered by name: ``ptq`` (post-training quantization), ``qat`` (STE fine-tune),
+``nas`` (a NAS candidate trained under quantization noise, then PTQ-scored).
 
 ``get_evaluator(name, **options)`` builds one; a name of the form ``package.module:Class`` or
 ``path/to/file.py:Class`` imports that module first (which may register it), so an evaluator of
@@ -24,7 +25,7 @@ Write your own, and run the contract suite on it (subclass
     >>> get_evaluator("nope")                # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    autocomp.errors.AutocompError: unknown evaluator 'nope': choose from ptq, qat, ..., or give package.module:Class
+    autocomp.errors.AutocompError: unknown evaluator 'nope': choose from nas, ptq, qat, ..., or give package.module:Class
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ __all__ = ["DeviceOptions", "Evaluator", "NoOptions", "evaluator_class", "get_ev
 _REGISTRY: Registry[type[Evaluator]] = Registry("evaluator", {
     "ptq": "autocomp.evaluators.ptq:PTQEvaluator",
     "qat": "autocomp.evaluators.qat:QATEvaluator",
+    "nas": "autocomp.evaluators.nas:NASEvaluator",
 })
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
@@ -52,6 +52,9 @@ class LayerStats:
     hessian: torch.Tensor | None = None
     mean: torch.Tensor | None = None
     absmean: torch.Tensor | None = None
+    #: what a quantizer derives from these statistics alone (e.g. GPTQ's inverse Cholesky factor),
+    #: kept for the next policy: a sweep of N policies factorises each Hessian once, not N times.
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -106,16 +106,52 @@ class GPTQQuantizer(Quantizer):
         if done is not None:
             return done
         o = self.options
+        key = ("gptq", o.damp, o.act_order)
+        factor = stats.derived.get(key)
+        if factor is None:
+            factor = stats.derived[key] = hessian_factor(stats.hessian, damp=o.damp, act_order=o.act_order)
         return LayerResult(gptq_weight(w.float(), stats.hessian, choice, damp=o.damp, block=o.block,
-                                       act_order=o.act_order))
+                                       act_order=o.act_order, factor=factor))
 
 
 def _binary_or_ternary(bits: float) -> bool:
     return bits == 1 or abs(bits - TERNARY_BITS) < 1e-6
 
 
+@dataclass(frozen=True)
+class HessianFactor:
+    """What the sweep needs from a layer's Hessian, whatever the choice: the columns that never
+    fired (``dead``), the sweep order (``perm``) and the upper factor ``U`` of the damped,
+    permuted ``H⁻¹``. It depends on the statistics and on ``damp`` / ``act_order`` only, so a
+    worker computes it once per layer and every policy reuses it (``LayerStats.derived``): the
+    factorisation is most of GPTQ's cost on wide inputs (a ``[3072, 3072]`` Hessian takes seconds).
+    """
+
+    dead: torch.Tensor
+    perm: torch.Tensor
+    U: torch.Tensor
+
+
+def hessian_factor(hessian: torch.Tensor, damp: float = 0.01, act_order: bool = False) -> HessianFactor:
+    """Dead columns, sweep order and inverse Cholesky factor of ``hessian`` (see :class:`HessianFactor`).
+
+    Example:
+        >>> f = hessian_factor(torch.diag(torch.tensor([1.0, 0.0, 4.0])), act_order=True)
+        >>> f.dead.tolist(), f.perm.tolist()
+        ([False, True, False], [2, 0, 1])
+    """
+    H = hessian.detach().float().clone()
+    k = H.shape[0]
+    dead = torch.diagonal(H) == 0
+    H[dead, dead] = 1.0
+    perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(k)
+    H = H[perm][:, perm]
+    H.diagonal().add_(damp * float(torch.diagonal(H).mean()))
+    return HessianFactor(dead, perm, _inverse_cholesky_upper(H))
+
+
 def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, choice: Choice, damp: float = 0.01,
-                block: int = 128, act_order: bool = False) -> torch.Tensor:
+                block: int = 128, act_order: bool = False, factor: HessianFactor | None = None) -> torch.Tensor:
     """The GPTQ-compressed ``w`` for ``choice`` (integer bits 2..16 or float bits with pruning).
 
     Args:
@@ -123,6 +159,8 @@ def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, choice: Choice, damp: fl
         hessian: ``[K, K]`` second moment of the layer's input rows.
         choice: bits, group, zero point and pruning ratio.
         damp, block, act_order: as :class:`GPTQOptions`.
+        factor: :func:`hessian_factor` of ``hessian`` with the same ``damp`` and ``act_order``,
+            when the caller keeps it across policies; computed here otherwise.
 
     Returns:
         float32 weight shaped like ``w``.
@@ -139,14 +177,10 @@ def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, choice: Choice, damp: fl
     n, k = W.shape
     if tuple(hessian.shape) != (k, k):
         raise ValueError(f"hessian of shape {tuple(hessian.shape)} does not fit a weight with {k} input columns")
-    H = hessian.detach().float().clone()
-    dead = torch.diagonal(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(k)
-    W, H = W[:, perm], H[perm][:, perm]
-    H.diagonal().add_(damp * float(torch.diagonal(H).mean()))
-    U = _inverse_cholesky_upper(H)
+    f = factor if factor is not None else hessian_factor(hessian, damp=damp, act_order=act_order)
+    perm, U = f.perm, f.U
+    W[:, f.dead] = 0.0
+    W = W[:, perm]
     keep = None
     if choice.prune > 0:
         # prune_mask keeps the largest |score|: |w| / U_jj orders as the saliency w² / U_jj²

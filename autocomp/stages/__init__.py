@@ -8,6 +8,7 @@ score          :func:`score` a proxy's sensitivity on Ray, or read it back
 allocate       :func:`plan_candidates` (sweep + baselines), :func:`save_candidates`
 evaluate       :func:`evaluate` what is missing on a warm evaluator pool
 refine         :func:`refine` with Optuna (actor batches, or Ray Tune trials for training)
+trials         ``stages.trials.run_trials``: QAT trials of the best PTQ-front policies, NAS trials
 target         :func:`seek_target`: the cheapest policy meeting a quality target, by bisection
 validate       :func:`validate_study` on low-bit kernels
 status         :func:`tracked`: ``running`` inside, ``done``/``incomplete``/``interrupted``/``failed`` after

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from autocomp.arch import check_model_export
 from autocomp.errors import AutocompError
 from autocomp.export import ExportFormat, ExportJob, export_format
 from autocomp.policy import Policy
@@ -50,10 +51,23 @@ def _front_point(store, study, policy_id: str) -> dict | None:
     from autocomp.report import front
 
     keep = ("quality", "quality_metric", "size", "bitops", "avg_bits", "latency", "on_front", "label")
-    for p in front(store, study):
+    for p in front(store, study, kind="ptq"):   # the weights written are the PTQ ones
         if p["policy_id"] == policy_id:
             return {k: p.get(k) for k in keep}
     return None
+
+
+def _trained_note(store, study, policy_id: str) -> str:
+    """What a checkpoint of ``policy_id`` does not hold: the weights of a QAT (or NAS) trial that
+    measured better than its PTQ evaluation (``front show`` shows that quality), or '' when none."""
+    from autocomp.report import study_points
+
+    p = next((q for q in study_points(store, study, kind=None) if q["policy_id"] == policy_id), None)
+    if p is None or p["kind"] == "ptq":
+        return ""
+    ptq = f"{p['ptq_quality']:.4f}" if "ptq_quality" in p else "not evaluated"
+    return (f" (PTQ weights, {p['quality_metric']} {ptq}: the {p['kind'].upper()} trial's trained weights "
+            f"({p['quality']:.4f}) are not exported)")
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -97,6 +111,7 @@ def export_policy(store, study_name: str, policy_id: str, fmt: str, output: Path
     study = store.get_study(study_name)
     info = store.get_policy(study, policy_id)
     policy = Policy.from_dict(info.policy)
+    check_model_export(policy, kind.name, kind.needs_model)   # a NAS candidate's weights are not stored
     job = ExportJob(study_name, policy, policy_document(study_name, info), model_spec=study.config.get("model"),
                     apply=apply, full_size="file_layout" in study.config)
     if kind.needs_model:
@@ -116,7 +131,7 @@ def export_policy(store, study_name: str, policy_id: str, fmt: str, output: Path
         raise AutocompError(f"cannot write {out}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return f"{line} to {out}"
+    return f"{line} to {out}" + (_trained_note(store, study, info.policy_id) if kind.needs_model else "")
 
 
 def _load_model(job: ExportJob, spec: str, quantizer) -> None:

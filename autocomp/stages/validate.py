@@ -61,7 +61,7 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     ``awq+bias_correction``, ...; rtn when none): each policy is compressed by it as the PTQ
     evaluation did, statistics collected once, and the kernel modules get the codes of those
     weights (:func:`autocomp.kernels.from_quantizer.convert_quantized`); the stored figures then
-    name it (``kernel_quantizer``). ``backend="torchao"`` compares rtn's weights on torchao.
+    name it (``kernel_quantizer``). ``backend="torchao"`` gives torchao the same quantizer's weights.
 
     The model is ``model`` when given, else the study's stored spec: a built-in, or any other
     only with ``trust_stored_model`` (see :func:`model_spec_to_run`).
@@ -84,7 +84,7 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     if policy_ids:
         infos = [store.get_policy(study, pid) for pid in policy_ids]
     else:
-        ids = [p["policy_id"] for p in front(store, study)]
+        ids = [p["policy_id"] for p in front(store, study, kind="ptq")]   # kernels run the PTQ weights
         if "latency" in study.config.get("front_costs", []):
             # The front is ranked on latency: measure every policy, or measured whole-model times
             # would be ranked against per-layer table sums.
@@ -111,10 +111,11 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
     reports = []
     for info in infos:
         pol = Policy.from_dict(info.policy)
+        sim, results = None, None
         if quantizer.spec == "rtn":   # convert's own rtn codes: the simulation is autocomp.policy.apply
             rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval)
         else:
-            results: dict = {}
+            results = {}
             sim = quantizer.apply(model, pol, ranges, stats, batches=workload.calib, results=results)
             rep = validate_policy(model, pol, ranges, sample, dev, repeats, workload.metric, workload.eval,
                                   sim=sim, results=results)
@@ -126,7 +127,7 @@ def validate_study(store, study_name: str, policy_ids: Sequence[str] | None = No
         if backend == "torchao":
             from autocomp.kernels.torchao_backend import compare_backends
 
-            cmp = compare_backends(model, pol, ranges, sample, dev, repeats)
+            cmp = compare_backends(model, pol, ranges, sample, dev, repeats, sim=sim, results=results)
             fields.update(cmp.store_fields())
             if on_compare is not None:
                 on_compare(cmp)

@@ -1,6 +1,6 @@
 """``digits-vit``: a small vision transformer on the ``digits`` data (>= 95 % test accuracy).
 
-Same fixed split as ``digits``. The 8x8 image is cut into 16 patches of 2x2 pixels, embedded to
+Same fixed split as ``digits`` (calibration, evaluation and the ``train`` split of QAT). The 8x8 image is cut into 16 patches of 2x2 pixels, embedded to
 32 dimensions, and passed through two pre-norm transformer blocks with 4-head softmax attention.
 Residual additions and attention matmuls are explicit modules (:class:`Add`, :class:`AttnMatmul`)
 so that relevance propagation (``lrp``) can see them; numerically the model is a plain ViT.
@@ -18,7 +18,7 @@ from torch import nn
 
 from autocomp.workload import Workload
 from autocomp.workloads._cache import cached_state
-from autocomp.workloads.digits import digits_data, train_classifier
+from autocomp.workloads.digits import digits_data, train_classifier, training_batches
 
 ARCH_VERSION = 1
 
@@ -110,4 +110,5 @@ def digits_vit() -> Workload:
     """The built-in ``digits-vit`` workload."""
     xtr, ytr, xte, yte = digits_data()
     calib = [(xtr[i:i + 128], ytr[i:i + 128]) for i in range(0, 512, 128)]
-    return Workload(name="digits-vit", model_factory=_trained_vit, calib=calib, eval=[(xte, yte)])
+    train = training_batches(xtr, ytr)
+    return Workload(name="digits-vit", train=train, model_factory=_trained_vit, calib=calib, eval=[(xte, yte)])

@@ -92,6 +92,29 @@ def test_compare_backends_reports_three_runs(bert):
     assert cmp.store_fields()["torchao_unsupported_layers"] == 4
 
 
+def test_compare_backends_runs_the_study_quantizers_weights(bert):
+    """Under gptq both backends start from gptq's weights: torchao is nearer gptq's simulation
+    than torchao started from rtn's weights is, and autocomp's kernels are that simulation."""
+    from autocomp.kernels.torchao_backend import output_errors, torchao_model
+    from autocomp.quantizers import collect_stats, get_quantizer
+
+    wl, model, policy, ranges = bert
+    q = get_quantizer("gptq")
+    names = [n for n, _ in activation_layers(model)]
+    stats = collect_stats(model, wl.calib, names, q.needs)
+    results: dict = {}
+    sim = q.apply(model, policy, ranges, stats, batches=wl.calib, results=results)
+    x = wl.sample_input()
+    cmp = compare_backends(model, policy, ranges, x, "cpu", repeats=2, sim=sim, results=results)
+    assert [r.backend for r in cmp.runs] == ["fp32", "autocomp", "torchao"]
+    assert cmp.run("autocomp").max_rel_err < 1e-4
+    from_rtn = torchao_model(apply(model, weight_only(policy)), torchao_plan(model, policy), model)
+    with torch.no_grad():
+        ref = output_tensor(call_model(sim.eval(), x))
+        rtn_err = output_errors(output_tensor(call_model(from_rtn, x)), ref)[1]
+    assert cmp.run("torchao").max_rel_err < rtn_err
+
+
 def test_nothing_expressible_is_refused(bert, tmp_path):
     _, model, policy, _ = bert
     pruned = Policy.from_choices([(n, Choice(8, 32, prune=0.5)) for n, _ in policy.layers])

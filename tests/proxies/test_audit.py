@@ -49,20 +49,25 @@ def test_search_with_proxy_auto_then_the_audit_cli(ray_session, sqlite_url):
     st = store.get_study("auto")
     rows = store.load_audits(store.get_study("auto-audit"))   # the audit is stored in the database
     assert {r["proxy"] for r in rows} == {"quant_mse", "fisher"}
+    evaluated = len(store.evaluated_ids(store.get_study("auto-audit")))   # each policy once, and fp32
+    # 5 evaluations: 2 anchors spread over the range, each with 2 band mates of about its size
+    # (a mate equal to a policy already drawn is not drawn twice)
+    assert 4 <= evaluated <= 7
     for r in rows:
-        assert r["samples"] == 5 and -1 <= r["spearman"] <= 1 and -1 <= r["kendall"] <= 1
+        assert r["samples"] == evaluated - 1 and -1 <= r["spearman"] <= 1 and -1 <= r["kendall"] <= 1
+    assert any(r.get("band_spearman") is not None for r in rows)       # --proxy auto ranks by bands
     assert st.config["proxy_chosen"] == best_proxy(rows)
+    assert st.config["auto_band_mates"] == 2
     assert store.scored_proxies(st) == [st.config["proxy_chosen"]]
-    # 5 samples + fp32 were evaluated once
-    assert len(store.evaluated_ids(store.get_study("auto-audit"))) == 6
 
-    # The CLI on the same study reuses the stored evaluations and re-scores one proxy.
-    res = CliRunner().invoke(app, ["proxies", "audit", "--model", "digits", "--samples", "5", "--proxy", "quant_mse",
-                                   "--study", "auto-audit", "--db", sqlite_url, "--json"])
+    # The CLI on the same study, same sample, reuses the stored evaluations and re-scores one proxy.
+    res = CliRunner().invoke(app, ["proxies", "audit", "--model", "digits", "--samples", "2", "--band-mates", "2",
+                                   "--proxy", "quant_mse", "--study", "auto-audit", "--db", sqlite_url, "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
     assert out["audit"][0]["proxy"] == "quant_mse"
     assert out["audit"][0]["spearman"] == pytest.approx(next(r for r in rows if r["proxy"] == "quant_mse")["spearman"])
-    res = CliRunner().invoke(app, ["proxies", "audit", "--model", "digits", "--samples", "5", "--proxy", "quant_mse",
-                                   "--study", "auto-audit", "--db", sqlite_url])
+    assert len(store.evaluated_ids(store.get_study("auto-audit"))) == evaluated
+    res = CliRunner().invoke(app, ["proxies", "audit", "--model", "digits", "--samples", "2", "--band-mates", "2",
+                                   "--proxy", "quant_mse", "--study", "auto-audit", "--db", sqlite_url])
     assert res.exit_code == 0 and "spearman" in res.output

@@ -235,3 +235,23 @@ def test_all_dead_inputs_keep_the_layer_finite():
     w = torch.randn(6, 10)
     q = gptq_weight(w, torch.zeros(10, 10), Choice(4, 32, group=4))
     assert torch.equal(q, torch.zeros(6, 10))
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_hessian_factor_once_per_layer_and_options(gaussian, act_order):
+    """A sweep of policies factorises each layer's Hessian once per (damp, act_order); the kept
+    factor gives exactly the weights a fresh factorisation gives."""
+    from dataclasses import replace
+
+    lin, stats = gaussian
+    st = replace(stats, derived={})
+    q = get_quantizer("gptq", act_order=act_order)
+    first = q.quantize_layer("0", lin, Choice(3, 32, group=32), st).weight
+    assert list(st.derived) == [("gptq", 0.01, act_order)]
+    kept = st.derived[("gptq", 0.01, act_order)]
+    second = q.quantize_layer("0", lin, Choice(4, 32), st).weight        # another choice, same factor
+    assert st.derived[("gptq", 0.01, act_order)] is kept
+    assert torch.equal(first, gptq_weight(lin.weight, stats.hessian, Choice(3, 32, group=32), act_order=act_order))
+    assert torch.equal(second, gptq_weight(lin.weight, stats.hessian, Choice(4, 32), act_order=act_order))
+    get_quantizer("gptq", damp=0.1, act_order=act_order).quantize_layer("0", lin, Choice(4, 32), st)
+    assert len(st.derived) == 2                                           # other damping: its own factor

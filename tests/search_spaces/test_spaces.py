@@ -54,7 +54,7 @@ def test_load_from_file_and_skip(tmp_path, digits_layers):
     ({"a_bits": [8]}, "'w_bits'"),
     ({"w_bits": [5.5]}, "'w_bits' has 5.5"),
     ({"w_bits": []}, "'w_bits' must be a non-empty list"),
-    ({"w_bits": [4], "a_bits": [1]}, "'a_bits' has 1"),
+    ({"w_bits": [4], "a_bits": [0]}, "'a_bits' has 0"),
     ({"w_bits": [4], "prune": [1.0]}, "'prune' has 1.0"),
     ({"w_bits": [4], "overrides": [{"w_bits": [8]}]}, "overrides[0] needs a 'match'"),
     ({"w_bits": [4], "overrides": [{"match": "x", "bitz": [8]}]}, "unknown key 'bitz'"),

@@ -26,12 +26,14 @@ def check_refine(n: int, evaluator: str, sampler: str) -> None:
     if n < 0:
         raise AutocompError("--refine must be 0 or more")
     try:
-        cls = evaluator_class(evaluator)
+        evaluator_class(evaluator)
     except AutocompError as e:
         raise AutocompError(f"unknown --refine-mode {evaluator!r}: {e}") from None
-    if not cls.trains and evaluator != "ptq":
-        raise AutocompError(f"--refine-mode {evaluator}: refinement runs ptq on the actor pool, or an evaluator "
-                            "that trains (qat) as Ray Tune trials")
+    if evaluator not in ("ptq", "qat"):
+        # refine_qat runs the qat evaluator's Tune trainable; nas candidates are other networks
+        nas = "; quantization-aware NAS runs with --trials nas" if evaluator == "nas" else ""
+        raise AutocompError(f"--refine-mode {evaluator}: refinement runs ptq on the actor pool, or qat as Ray Tune "
+                            f"trials{nas}")
     if sampler not in SAMPLERS:
         raise AutocompError(f"unknown --refine-sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
 

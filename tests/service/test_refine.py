@@ -192,7 +192,8 @@ def test_samplers_and_bad_options(sqlite_url):
     with pytest.raises(AutocompError, match="unknown sampler"):
         make_sampler("cmaes", 0)
     runner = CliRunner()
-    for args, msg in ((["--refine", "-1"], "--refine must be"), (["--refine-mode", "nas"], "unknown --refine-mode"),
+    for args, msg in ((["--refine", "-1"], "--refine must be"), (["--refine-mode", "bogus"], "unknown --refine-mode"),
+                      (["--refine-mode", "nas"], "NAS runs with --trials nas"),
                       (["--refine", "2", "--refine-sampler", "grid"], "unknown --refine-sampler")):
         r = runner.invoke(app, ["search", "--db", sqlite_url, *args])
         assert r.exit_code == 2 and msg in r.output, r.output

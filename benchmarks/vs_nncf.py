@@ -175,10 +175,10 @@ def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn")
         from autocomp.modules import activation_layers
         from autocomp.quantizers import collect_stats
 
-        q = build_quantizer(quantizer)
+        quant = build_quantizer(quantizer)
         names = [n for n, _ in activation_layers(fp32)]
         ranges = activation_ranges(activation_stats(fp32, names, wl.calib), ACT_BITS)
-        stats = collect_stats(fp32, wl.calib, names, q.needs)
+        stats = collect_stats(fp32, wl.calib, names, quant.needs)
 
     def requality(pt, pol) -> float:
         # The same code as for NNCF's model; the stored value came from the evaluator actor. Under
@@ -187,7 +187,7 @@ def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn")
             if quantizer == "rtn":
                 model = apply(fp32, pol)
             else:
-                model = q.apply(fp32, pol, ranges, stats, batches=wl.calib)
+                model = quant.apply(fp32, pol, ranges, stats, batches=wl.calib)
             evaluated[pol.id] = float(wl.metric(model, wl.eval))
         return evaluated[pol.id]
 

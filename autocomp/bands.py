@@ -65,6 +65,24 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     return None if den == 0.0 else float((rx * ry).sum() / den)
 
 
+def kendall(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Kendall's tau-b (ties counted on either side); ``None`` when either side is constant or
+    not finite.
+
+    Example:
+        >>> kendall([1, 2, 3, 4], [1, 3, 2, 4]), kendall([1, 1, 1], [1, 2, 3])
+        (0.6666666666666666, None)
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 2 or len(x) != len(y) or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return None
+    i, j = np.triu_indices(len(x), k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    nx, ny = float(np.count_nonzero(dx)), float(np.count_nonzero(dy))
+    den = math.sqrt(nx * ny)
+    return None if den == 0.0 else float((dx * dy).sum() / den)
+
+
 def band_spearman(pred: Sequence[float], drop: Sequence[float], costs: Sequence[float],
                   tol: float = 0.05) -> tuple[float | None, int, int]:
     """Spearman of ``pred`` with ``drop`` inside each cost band, pooled (weighted by band size).
@@ -74,6 +92,19 @@ def band_spearman(pred: Sequence[float], drop: Sequence[float], costs: Sequence[
     nothing). Returns ``(rho, bands used, policies in them)``; ``rho`` is ``None`` when no band
     qualifies.
     """
+    return band_correlation(pred, drop, costs, tol, spearman)
+
+
+def band_kendall(pred: Sequence[float], drop: Sequence[float], costs: Sequence[float],
+                 tol: float = 0.05) -> tuple[float | None, int, int]:
+    """:func:`band_spearman` with Kendall's tau-b inside each band (same bands, same pooling)."""
+    return band_correlation(pred, drop, costs, tol, kendall)
+
+
+def band_correlation(pred: Sequence[float], drop: Sequence[float], costs: Sequence[float], tol: float,
+                     corr) -> tuple[float | None, int, int]:
+    """``corr`` (a rank correlation returning ``None`` on constant input) inside each cost band,
+    pooled as :func:`band_spearman` describes."""
     if not len(pred) == len(drop) == len(costs):
         raise ValueError("pred, drop and costs must have the same length")
     total, weight, used, n = 0.0, 0, 0, 0
@@ -83,7 +114,7 @@ def band_spearman(pred: Sequence[float], drop: Sequence[float], costs: Sequence[
         d = [drop[i] for i in band]
         if len(set(d)) < 2:
             continue
-        rho = spearman([pred[i] for i in band], d)
+        rho = corr([pred[i] for i in band], d)
         if rho is None and not np.isfinite(np.asarray([pred[i] for i in band], dtype=float)).all():
             continue
         total += (rho or 0.0) * len(band)

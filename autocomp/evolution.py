@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from autocomp.bands import band_spearman, cost_bands, spearman
+from autocomp.bands import band_kendall, band_spearman, cost_bands, kendall, spearman
 from autocomp.errors import AutocompError
 from autocomp.progress import Stages
 from autocomp.store import Store
@@ -231,13 +231,14 @@ def _next(cfg: EvolveConfig, gen: dict[str, Any], prims: Sequence[str], data_ref
 
 
 def held_out(pred: Sequence[float], bench, mask: np.ndarray) -> dict[str, Any]:
-    """Within-band and global Spearman of ``pred`` on the held-out bands."""
+    """Within-band and global Spearman and Kendall of ``pred`` on the held-out bands."""
     test = ~mask
     p = [float(x) for x, m in zip(pred, test) if m]
     d = [x for x, m in zip(bench.drops, test) if m]
     c = [x for x, m in zip(bench.costs, test) if m]
     band, nb, n = band_spearman(p, d, c, bench.band_tol)
-    return {"band_spearman": band, "spearman": spearman(p, d), "bands": nb, "policies": n}
+    return {"band_spearman": band, "spearman": spearman(p, d), "band_kendall": band_kendall(p, d, c, bench.band_tol)[0],
+            "kendall": kendall(p, d), "bands": nb, "policies": n}
 
 
 def run_evolution(cfg: EvolveConfig, store: Store, stages: Stages | None = None) -> dict[str, Any]:

@@ -147,8 +147,55 @@ def nbytes(dtype: str, shape: Sequence[int]) -> int:
 
 def layer_bytes(layer: "LayerInfo", choice: "Choice", offset_digits: int) -> int:
     """One layer's bytes in a checkpoint file: its tensors and their header entries."""
-    return sum(nbytes(d, s) + header_entry_bytes(f"{layer.name}.{k}", d, s, offset_digits)
-               for k, d, s in layer_tensors(layer, choice))
+    return tensors_bytes(layer, layer_tensors(layer, choice), offset_digits)
+
+
+def tensors_bytes(layer: "LayerInfo", tensors: Iterable[tuple[str, str, Sequence[int]]],
+                  offset_digits: int | None) -> int:
+    """Bytes of ``layer``'s ``tensors`` in a checkpoint: their data, and their header entries
+    when ``offset_digits`` is given (None: the data alone, the accounting without a layout)."""
+    return sum(nbytes(d, s) + (header_entry_bytes(f"{layer.name}.{k}", d, s, offset_digits)
+                               if offset_digits is not None else 0)
+               for k, d, s in tensors)
+
+
+def salient_count(layer: "LayerInfo", choice: "Choice", fraction: float) -> int:
+    """PB-LLM salient weights of a 1/1.58-bit layer: ``round(fraction * params)`` of the largest
+    |w| (:func:`autocomp.evaluators._binary.salient_mask`), at most the weights pruning keeps;
+    0 for any other choice.
+
+    Example:
+        >>> from autocomp.policy import Choice
+        >>> from autocomp.profile import LayerInfo
+        >>> l = LayerInfo("fc", "Linear", (64, 256), 64 * 256, 0, 0, (256,), (64,), 0)
+        >>> salient_count(l, Choice(1.58, 8), 0.02), salient_count(l, Choice(4, 8), 0.02)
+        (328, 0)
+    """
+    w = float(choice.w_bits)
+    if fraction <= 0 or not (w == 1 or abs(w - TERNARY_BITS) < 1e-6):
+        return 0
+    numel = int(layer.params)
+    return min(int(round(fraction * numel)), kept_count(numel, choice.prune))
+
+
+def salient_tensors(layer: "LayerInfo", count: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(key suffix, dtype, shape)`` of what a checkpoint adds for ``count`` salient weights: the
+    8-bit values, one fp16 scale per output channel, and their positions (a bitmask or the list of
+    positions, whichever is smaller, as for pruned weights: :func:`positions_tensor`).
+
+    Example:
+        >>> from autocomp.profile import LayerInfo
+        >>> l = LayerInfo("fc", "Linear", (64, 256), 64 * 256, 0, 0, (256,), (64,), 0)
+        >>> salient_tensors(l, 328)
+        [('weight.salient.values', 'I8', (328,)), ('weight.salient.scale', 'F16', (64,)), ('weight.salient.index', 'U8', (574,))]
+    """
+    if count <= 0:
+        return []
+    numel = int(layer.params)
+    rows = int(layer.weight_shape[0]) if layer.weight_shape else 1
+    key, dtype, shape = positions_tensor(numel, count)
+    return [("weight.salient.values", "I8", (count,)), ("weight.salient.scale", "F16", (rows,)),
+            (f"weight.salient.{key}", dtype, shape)]
 
 
 _TORCH_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",

@@ -52,6 +52,38 @@ def ternarize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes.reshape(w.shape), scale
 
 
+def _symmetric_scales(flat: torch.Tensor, amax: torch.Tensor, qmax: int, b: int):
+    """The per-row scales the symmetric MSE search tries, first the full range ``amax / qmax``.
+
+    The signed grid ``-(qmax+1)..qmax`` is lopsided, so besides the positive scales (``amax·r /
+    qmax``, the extreme value at ``±qmax``) it also tries signed ones (``-e·r / (qmax+1)``, with
+    ``e`` the row's largest-magnitude weight, sign included): ``e`` lands on the extra code
+    ``-(qmax+1)`` and every step is ``(qmax+1)/qmax`` finer (NNCF's INT4_SYM grid is the ``r = 1``
+    one). The search keeps whichever reconstructs the row best, so a negative scale appears only
+    where it is the better grid; codes times scale are the weight either way.
+    """
+    ratios = _CLIP_RATIOS if b <= 8 else (1.0,)
+    for r in ratios:
+        yield amax * r / qmax
+    if b <= 8:
+        signed = signed_absmax_scale(flat, b)
+        for r in ratios:
+            yield signed * r
+
+
+def signed_absmax_scale(rows: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per row, the scale that puts the row's largest-magnitude weight on the code ``-2^(bits-1)``
+    (negative when that weight is positive): no clipping, every step ``max|w| / 2^(bits-1)``.
+
+    Example:
+        >>> signed_absmax_scale(torch.tensor([[0.5, -2.0], [4.0, 1.0]]), 4).tolist()
+        [0.25, -0.5]
+    """
+    ext = rows.gather(1, rows.abs().argmax(dim=1, keepdim=True))[:, 0]
+    amax = ext.abs().clamp_min(1e-12)
+    return torch.where(ext < 0, amax, -amax) / 2 ** (bits - 1)
+
+
 def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes and per-channel scales so that ``codes * scale[:, None, ...] ~= w``.
 
@@ -74,8 +106,7 @@ def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, t
     amax = flat.abs().amax(dim=1).clamp_min(1e-12)
     best_err = None
     best_scale = amax / qmax
-    for r in _CLIP_RATIOS if b <= 8 else (1.0,):
-        scale = amax * r / qmax
+    for scale in _symmetric_scales(flat, amax, qmax, b):
         q = (flat / scale[:, None]).round().clamp(-qmax - 1, qmax)
         err = ((q * scale[:, None] - flat) ** 2).sum(dim=1)
         if best_err is None:

@@ -106,6 +106,10 @@ def study_points(store: Store, study: StudyInfo, kind: str | None = "ptq") -> li
     with ``kind`` naming the family; a non-PTQ point also carries ``evaluation_kind`` (as
     stored), ``ptq_quality`` (when the policy has a PTQ evaluation) and ``trial_options`` (a QAT
     trial's evaluator options).
+
+    An evaluation stored at costs of its own (a QAT trial's salient weights counted,
+    :mod:`autocomp.salient`) is a point of its own at those costs, marked ``own_costs``, beside
+    the policy's point at the policy's costs: the two are different models.
     """
     want = FRONT_KINDS if kind is None else (kind,)
     if any(k not in FRONT_KINDS for k in want):
@@ -115,17 +119,19 @@ def study_points(store: Store, study: StudyInfo, kind: str | None = "ptq") -> li
     metrics = reported_metrics()
     rows = store.list_evaluations(study, kind="ptq") if want == ("ptq",) else [
         e for e in store.list_evaluations(study, kind=None) if kind_family(e.kind, study) in want]
-    best: dict[str, tuple[str, Any]] = {}
+    best: dict[tuple, tuple[str, Any]] = {}
     ptq: dict[str, float] = {}
     for e in sorted(rows, key=lambda e: FRONT_KINDS.index(kind_family(e.kind, study))):
         fam = kind_family(e.kind, study)
         if fam == "ptq":
             ptq[e.policy_id] = e.quality
-        held = best.get(e.policy_id)
+        p = pols.get(e.policy_id)
+        key = (e.policy_id, _own_costs(e.metrics().costs, p.costs if p else {}, metrics))
+        held = best.get(key)
         if held is None or get_quality_metric(e.quality_metric).better(e.quality, held[1].quality):
-            best[e.policy_id] = (fam, e)
+            best[key] = (fam, e)
     out = []
-    for fam, e in best.values():
+    for (_, own), (fam, e) in best.items():
         p = pols.get(e.policy_id)
         if p is None:
             continue
@@ -142,6 +148,8 @@ def study_points(store: Store, study: StudyInfo, kind: str | None = "ptq") -> li
             if k in e.extra:
                 pt[k] = e.extra[k]
         pt["kind"] = fam
+        if own:
+            pt["own_costs"] = True
         if fam != "ptq":
             pt["evaluation_kind"] = e.kind
             if e.policy_id in ptq:
@@ -150,6 +158,15 @@ def study_points(store: Store, study: StudyInfo, kind: str | None = "ptq") -> li
                 pt["trial_options"] = e.extra["qat_options"]
         out.append(pt)
     return out
+
+
+def _own_costs(stored: dict, policy: dict, metrics: Sequence) -> tuple:
+    """The costs an evaluation was stored at where they differ from its policy's (a QAT trial
+    keeping salient weights, :mod:`autocomp.salient`), as a key; ``()`` when they are the policy's."""
+    own = tuple((m.name, stored[m.name]) for m in metrics
+                if stored.get(m.name) is not None and policy.get(m.name) is not None
+                and abs(stored[m.name] - policy[m.name]) > 1e-9 * max(1.0, abs(policy[m.name])))
+    return own
 
 
 def front(store: Store, study: StudyInfo, costs: Sequence[str] | None = None,

@@ -307,7 +307,8 @@ def run_search(cfg: SearchConfig, store: Store, study_name: str, stages: Stages 
         if cfg.trials:
             spec = cfg.trials_spec()
             with stages.stage(f"trials {cfg.trials}", pending_count(store, study, spec)) as tick:
-                trialled = run_trials(store, study, ctx, spec, cfg.workers, on_progress=tick).evaluated
+                trialled = run_trials(store, study, ctx, spec, cfg.workers, on_progress=tick, device=device,
+                                      eval_dtype=cfg.eval_dtype).evaluated
     return SearchResult(store.get_study(study_name), front(store, study), done.evaluated, done.skipped,
                         dict(stages.times), refined, None if sought is None else sought.to_dict(), trialled)
 

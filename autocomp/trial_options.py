@@ -24,6 +24,8 @@ from autocomp.errors import AutocompError
 from autocomp.evaluators import evaluator_class
 
 KIND = "qat"
+# the evaluator's placement options: set by --device / --eval-dtype, never by --qat
+PLACEMENT = {"device": "--device", "eval_dtype": "--eval-dtype"}
 
 
 def parse_options(text: str | None) -> dict[str, Any]:
@@ -79,6 +81,9 @@ def qat_options(options: Mapping[str, Any], steps: int | None = None, seed: int 
     from autocomp.evaluators._base import make_options
 
     opts = dict(options)
+    for key, flag in PLACEMENT.items():   # where a trial runs is not one of its options: it names no trial
+        if key in opts:
+            raise AutocompError(f"--qat: {key} is not a trial option: use {flag}")
     if steps is not None:
         if opts.get("steps", steps) != steps:
             raise AutocompError(f"--trial-steps {steps} and --qat steps={opts['steps']} disagree: give one")

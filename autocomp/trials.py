@@ -33,6 +33,7 @@ from autocomp.refine_qat import StoreCallback
 from autocomp.metrics import Metrics, get_quality_metric
 from autocomp.policy import Policy
 from autocomp.refine import RefineResult, make_sampler, optuna_storage, optuna_study_name
+from autocomp.salient import evaluation_costs
 from autocomp.store import Store
 from autocomp.store.repository import StudyInfo
 from autocomp.store.sealed import SealedURL
@@ -47,6 +48,32 @@ ESTIMATOR_PARAMS: dict[str, dict[str, tuple[float, float]]] = {
     "reste": {"reste_power": (1.0, 4.0)},
     "biper": {"biper_freq": (0.5, 4.0)},
 }
+
+
+def trial_resources(device: str, width: int, gpus: float | None = None) -> tuple[str, dict[str, float]]:
+    """``(device, Tune resources of one trial)`` for ``width`` trials in flight on a cluster with
+    ``gpus`` GPUs (default: those the connected Ray cluster reports).
+
+    ``auto`` is CUDA when there are GPUs; on CUDA each trial holds one CPU and an even share of
+    the GPUs (at most one each, :func:`autocomp.workers.placement.gpu_share`), else one CPU.
+
+    Raises:
+        AutocompError: ``cuda`` and the cluster reports no GPU; an unknown device.
+
+    Example:
+        >>> trial_resources("auto", 4, gpus=0)
+        ('cpu', {'cpu': 1})
+        >>> trial_resources("auto", 4, gpus=1)
+        ('cuda', {'cpu': 1, 'gpu': 0.25})
+    """
+    from autocomp.devices import resolve_device
+    from autocomp.workers.placement import cluster_gpus, gpu_share
+
+    gpus = cluster_gpus() if gpus is None else gpus
+    resolved = resolve_device(device, gpus)
+    if resolved == "cuda":
+        return resolved, {"cpu": 1, "gpu": gpu_share(gpus, width)}
+    return resolved, {"cpu": 1}
 
 
 def top_policies(store: Store, study: StudyInfo, k: int) -> list[str]:
@@ -116,7 +143,9 @@ class _StoreTrials(StoreCallback):
         m = Metrics.from_dict(result["evaluation"])
         opts = {k: v for k, v in result["options"].items()}
         extras = {**m.extras, "qat_options": opts, "trial_group": self.group}
-        m = dataclasses.replace(m, extras=extras).with_costs(self.cm.costs(self.policies[m.policy_id]))
+        # salient weights (PB-LLM) are stored at their true cost, not the plain policy's
+        m = dataclasses.replace(m, extras=extras).with_costs(
+            evaluation_costs(self.cm, self.policies[m.policy_id], opts))
         if self.store.save_evaluation(self.study, m, kind=trial_kind(opts)):
             self.out.evaluated += 1
         else:
@@ -151,7 +180,8 @@ def _trial_error(trial: Any) -> str:
 
 def qat_trials(store: Store, study: StudyInfo, ctx: Any, top: int, options: Mapping[str, Any] | None = None,
                per_policy: int = 1, seed: int = 0, retries: int = 1,
-               on_progress: Callable[[int], None] | None = None, max_concurrent: int | None = None) -> RefineResult:
+               on_progress: Callable[[int], None] | None = None, max_concurrent: int | None = None,
+               device: str = "cpu", eval_dtype: str = "float32") -> RefineResult:
     """Run the QAT trials the study still lacks for its ``top`` best PTQ-front policies.
 
     Args:
@@ -160,6 +190,12 @@ def qat_trials(store: Store, study: StudyInfo, ctx: Any, top: int, options: Mapp
         per_policy: trials per policy; above 1 an Optuna sampler picks each trial's estimator,
             its hyper-parameters and the learning rate (those ``options`` leave open).
         retries: Tune's ``max_failures``: how often a trial that raised is run again.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when the cluster reports GPUs): where the
+            trials train and score (:func:`trial_resources`); not part of a trial's name.
+        eval_dtype: the autocast dtype of the trials' scoring (``float32``, ``float16``, ``bfloat16``).
+
+    Raises:
+        AutocompError: ``cuda`` on a cluster without GPUs, before any trial starts.
 
     Returns:
         An :class:`autocomp.refine.RefineResult`: ``evaluated`` trials stored by this call,
@@ -173,7 +209,10 @@ def qat_trials(store: Store, study: StudyInfo, ctx: Any, top: int, options: Mapp
     from autocomp.workers.qat import qat_trial
     from autocomp.workers.session import cluster_cpus
 
+    from autocomp.devices import check_eval_dtype
+
     options = dict(options or {})
+    check_eval_dtype(eval_dtype)
     group = trial_group(options, per_policy)
     pids = top_policies(store, study, top)
     todo = pending_trials(store, study, pids, options, per_policy)
@@ -183,11 +222,12 @@ def qat_trials(store: Store, study: StudyInfo, ctx: Any, top: int, options: Mapp
     if want:
         policies = {p: Policy.from_dict(store.get_policy(study, p).policy) for p in todo}
         limit = max(1, max_concurrent or cluster_cpus())
+        dev, resources = trial_resources(device, limit)
         cb = _StoreTrials(store.url, study, ctx.cm, options, group, sampled, result, on_progress)
         cb.policies = policies
         trainable = tune.with_resources(tune.with_parameters(
-            qat_trial, spec=ctx.spec, policies={p: pol.to_dict() for p, pol in policies.items()}, options=options),
-            {"cpu": 1})
+            qat_trial, spec=ctx.spec, policies={p: pol.to_dict() for p, pol in policies.items()}, options=options,
+            placement={"device": dev, "eval_dtype": eval_dtype}), resources)
         run = tune.RunConfig(name=f"autocomp-{study.name}-qat-{group}-{_nonce()}", verbose=0,
                              storage_path=str(_tune_dir()), callbacks=[cb],
                              failure_config=tune.FailureConfig(max_failures=retries))

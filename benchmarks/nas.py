@@ -10,9 +10,16 @@ fronts come from the same study database. Printed, at equal size and at equal Bi
 - the cost ratio: the cheapest NAS candidate within 0.5 points of the fixed front's best accuracy
   over the cheapest fixed policy within 0.5 points of it (below 1: NAS is cheaper).
 
+With ``--qat-control`` (the default) the same study then runs ``--trials qat`` on the fixed
+architecture's PTQ-front policies (all of them), each fine-tuned with QAT for the same step budget
+as a NAS trial (``--steps``), and the same tables compare NAS against that fixed + QAT front (each
+fixed policy at the better of its PTQ and QAT accuracy): how much of NAS's gain is training in the
+loop rather than the architecture.
+
 Run:
     python benchmarks/nas.py                                  # ~10 min on 2 loaded cores
     python benchmarks/nas.py --workloads digits,digits-vit --nas 16 --steps 300
+    python benchmarks/nas.py --no-qat-control                 # NAS against the PTQ front only
 """
 from __future__ import annotations
 
@@ -67,7 +74,7 @@ def table(fixed: list[dict], nas: list[dict], cost: str, unit: float, unit_name:
     return lines
 
 
-def run(model: str, n: int, steps: int, points: int, workers: int, db: str) -> None:
+def run(model: str, n: int, steps: int, points: int, workers: int, db: str, qat_control: bool = True) -> None:
     store = Store(db)
     t0 = time.perf_counter()
     cfg = SearchConfig(model=model, budget="size<=25%", points=points, workers=workers, seed=0)
@@ -91,6 +98,30 @@ def run(model: str, n: int, steps: int, points: int, workers: int, db: str) -> N
     best = max(nas, key=lambda p: p["quality"])
     print(f"\nbest NAS candidate: {best['label']}, acc {100 * best['quality']:.1f} %, size {best['size'] / 1024:.1f} KiB, "
           f"bitops {best['bitops'] / 1e6:.1f} M")
+    if qat_control:
+        control(store, cfg, model, steps, len(fixed), nas)
+
+
+def control(store: Store, cfg: SearchConfig, model: str, steps: int, k: int, nas: list[dict]) -> None:
+    """The fixed architecture's PTQ front fine-tuned by ``--trials qat`` (``steps`` per trial, as a
+    NAS trial), then NAS against that fixed + QAT front at equal size and BitOps."""
+    import dataclasses
+
+    t0 = time.perf_counter()
+    qcfg = dataclasses.replace(cfg, trials="qat", top=k, trial_steps=steps, nas_samples=0)
+    run_search(qcfg, store, f"fixed-{model}")     # resumes the study: only the QAT trials run
+    t_qat = time.perf_counter() - t0
+    st = store.get_study(f"fixed-{model}")
+    # each fixed-architecture policy at the better of its PTQ and QAT accuracy (the merged front's rule)
+    both = [p for p in study_points(store, st, None)
+            if p["source"] != "nas" and (not p["baseline"] or p["source"] == "uniform")]
+    trained = [p for p in both if p["kind"] == "qat"]
+    n_qat = len(study_points(store, st, "qat"))
+    print(f"\n### {model}: NAS against the fixed architecture + QAT ({n_qat} policies of the PTQ front fine-tuned, "
+          f"{steps} steps each, {t_qat:.0f} s; QAT beat PTQ on {len(trained)})\n")
+    for cost, unit, name in COSTS:
+        print(f"\nat equal {cost} (fixed = fixed + QAT):\n")
+        print("\n".join(table(both, nas, cost, unit, name)))
 
 
 def main() -> None:
@@ -101,10 +132,12 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=6, help="budget points of the fixed architecture's sweep")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--db", default=None)
+    ap.add_argument("--qat-control", action=argparse.BooleanOptionalAction, default=True,
+                    help="also compare NAS with the fixed front fine-tuned by --trials qat (same steps per trial)")
     a = ap.parse_args()
     db = a.db or f"sqlite:///{Path(tempfile.mkdtemp()) / 'nas.db'}"
     for model in a.workloads.split(","):
-        run(model.strip(), a.nas, a.steps, a.points, a.workers, db)
+        run(model.strip(), a.nas, a.steps, a.points, a.workers, db, a.qat_control)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,19 @@ On each workload (default ``tiny-lm`` and ``digits-vit``), in one run:
 For each NNCF row: autocomp's best policy of size <= that row's size (over both spaces, and per
 space), the ratio autocomp / NNCF of the metric, and win/loss in the metric's direction.
 
-    python benchmarks/vs_nncf.py [--models tiny-lm digits-vit] [--points 8] [--workers 2]
+``--nncf-backend openvino`` runs NNCF on the OpenVINO form of the same model instead (exported
+with ``torch.export``, dynamic batch and sequence so nothing is constant-folded, converted with
+``openvino.convert_model``), where NNCF offers everything its torch backend refuses: GPTQ, and AWQ
++ scale estimation on these models. Its configurations are plain, ``awq+se``, ``gptq`` and
+``awq+se+gptq``, each with and without ``all_layers``. The OpenVINO model's quality is measured
+with the same metric code (logits from the compiled model); its size is the bytes of its
+constants minus those the float OpenVINO model holds beyond the torch state dict (index and
+shape constants of the graph, the same in both), so both sides count the same tensors.
 
-Needs ``pip install 'autocomp[bench]'`` (nncf).
+    python benchmarks/vs_nncf.py [--models tiny-lm digits-vit] [--points 8] [--workers 2]
+                                 [--quantizer gptq] [--nncf-backend torch|openvino]
+
+Needs ``pip install 'autocomp[bench]'`` (nncf; ``openvino`` for ``--nncf-backend openvino``).
 """
 from __future__ import annotations
 
@@ -117,6 +127,83 @@ def nncf_rows(wl, fp32_bytes: int) -> list[Row]:
     return rows
 
 
+class _Logits(torch.nn.Module):
+    """The workload model with its output reduced to the logits tensor (for ``torch.export``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        from autocomp.workload import output_tensor
+
+        return output_tensor(self.model(x))
+
+
+class _Compiled(torch.nn.Module):
+    """An OpenVINO model behind the torch call the workload's metric makes."""
+
+    def __init__(self, ov_model):
+        import openvino as ov
+
+        super().__init__()
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def forward(self, x):
+        return torch.from_numpy(self.compiled(x.numpy())[0].copy())
+
+
+def _ov_bytes(ov_model) -> int:
+    return sum(op.get_byte_size() for op in ov_model.get_ordered_ops() if op.get_type_name() == "Constant")
+
+
+def to_openvino(model: torch.nn.Module, example: torch.Tensor):
+    """``model`` as an OpenVINO model, batch (and sequence) dimensions dynamic."""
+    import openvino as ov
+
+    dims = {0: torch.export.Dim("batch", max=4096)}
+    if example.dim() == 2 and not example.dtype.is_floating_point:   # token ids [B, T]
+        dims[1] = torch.export.Dim("seq", min=2, max=example.shape[1])
+    ep = torch.export.export(_Logits(model).eval(), (example,), dynamic_shapes=(dims,))
+    return ov.convert_model(ep)
+
+
+def nncf_ov_rows(wl, fp32_bytes: int) -> list[Row]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+    x0 = wl.calib[0][0]
+    ov_fp32 = to_openvino(copy.deepcopy(wl.model()), x0)
+    graph_extra = _ov_bytes(ov_fp32) - fp32_bytes      # constants that are not model tensors
+    check = float(wl.metric(_Compiled(ov_fp32), wl.eval))
+    print(f"  openvino fp32: {wl.quality} {check:.4f}, graph constants beyond the state dict {graph_extra} B",
+          flush=True)
+    dataset = nncf.Dataset(wl.calib, lambda batch: batch[0].numpy())
+    adv = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST,
+                                        min_adjusted_group_size=4)
+    variants = (("", {}), (" awq+se", {"awq": True, "scale_estimation": True}), (" gptq", {"gptq": True}),
+                (" awq+se+gptq", {"awq": True, "scale_estimation": True, "gptq": True}))
+    rows = []
+    for all_layers in (False, True):
+        for tag, extra in variants:
+            for r in RATIOS:
+                label = f"nncf-ov int4_sym g128 r={r:g}{tag}" + (" all_layers" if all_layers else "")
+                t0 = time.perf_counter()
+                try:
+                    out = nncf.compress_weights(
+                        ov_fp32.clone(), mode=nncf.CompressWeightsMode.INT4_SYM, group_size=128, ratio=r,
+                        dataset=dataset, sensitivity_metric=nncf.SensitivityMetric.HESSIAN_INPUT_ACTIVATION,
+                        all_layers=all_layers, advanced_parameters=adv, **extra)
+                    dt = time.perf_counter() - t0
+                    rows.append(Row(label, _ov_bytes(out) - graph_extra, float(wl.metric(_Compiled(out), wl.eval)), dt))
+                except Exception as e:
+                    msg = " ".join(str(e).split())[:300]
+                    rows.append(Row(label, None, None, time.perf_counter() - t0, f"{type(e).__name__}: {msg}"))
+                print(f"  {label}: " + (rows[-1].error or f"{rows[-1].size / fp32_bytes:.2%} of fp32, "
+                                        f"{wl.quality} {rows[-1].quality:.4f}, {rows[-1].seconds:.1f}s"), flush=True)
+    return rows
+
+
 def autocomp_points(model: str, budget: str, points: int, workers: int | None, d: str, quantizer: str = "rtn"):
     """Per space: (every evaluated point with its policy, wall seconds, size cross-check)."""
     from autocomp.policy import Policy
@@ -143,7 +230,8 @@ def autocomp_points(model: str, budget: str, points: int, workers: int | None, d
     return out
 
 
-def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn") -> None:
+def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn",
+            backend: str = "torch") -> None:
     from autocomp.metrics import get_quality_metric
     from autocomp.policy import apply
     from autocomp.workload import load_workload
@@ -155,7 +243,7 @@ def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn")
     print(f"\n== {name}: fp32 {fp32_bytes} B, {wl.quality} {fp32_q:.4f} "
           f"({'higher' if qm.higher_is_better else 'lower'} is better)", flush=True)
     t0 = time.perf_counter()
-    nrows = nncf_rows(wl, fp32_bytes)
+    nrows = nncf_ov_rows(wl, fp32_bytes) if backend == "openvino" else nncf_rows(wl, fp32_bytes)
     t_nncf = time.perf_counter() - t0
     ok = [r for r in nrows if r.size is not None]
     top = max((r.size for r in ok), default=0.3 * fp32_bytes)
@@ -196,15 +284,15 @@ def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn")
         return min(fits, key=lambda c: qm.key(c[0]["quality"])) if fits else None
 
     every = [(space, pt, pol) for space, (pts, *_rest) in found.items() for pt, pol in pts]
-    print(f"\n  {'NNCF configuration':<42} {'size':>7} {wl.quality[:10]:>10} {'nncf s':>7} | "
+    print(f"\n  {'NNCF configuration':<54} {'size':>7} {wl.quality[:10]:>10} {'nncf s':>7} | "
           f"{'autocomp best (space, label)':<44} {'size':>7} {wl.quality[:10]:>10} {'ratio':>6}  result")
     wins = losses = 0
     for r in nrows:
         if r.size is None:
-            print(f"  {r.label:<42} did not run: {r.error}")
+            print(f"  {r.label:<54} did not run: {r.error}")
             continue
         b = best([(pt, pol, space) for space, pt, pol in every], r.size)
-        head = f"  {r.label:<42} {r.size / fp32_bytes:7.2%} {r.quality:10.4f} {r.seconds:7.1f} | "
+        head = f"  {r.label:<54} {r.size / fp32_bytes:7.2%} {r.quality:10.4f} {r.seconds:7.1f} | "
         if b is None:
             losses += 1
             print(head + "no autocomp policy this small                                      LOSS")
@@ -220,7 +308,7 @@ def compare(name: str, points: int, workers: int | None, quantizer: str = "rtn")
             bs = best([(p, po, s) for s, p, po in every if s == sp], r.size)
             if bs is not None:
                 qs = requality(*bs[:2])
-                print(f"  {'':<42} {'':>7} {'':>10} {'':>7} |   only {sp:<37} {bs[0]['bytes'] / fp32_bytes:7.2%} "
+                print(f"  {'':<54} {'':>7} {'':>10} {'':>7} |   only {sp:<37} {bs[0]['bytes'] / fp32_bytes:7.2%} "
                       f"{qs:10.4f} {qs / r.quality:6.3f}  {'win' if qm.no_worse(qs, r.quality) else 'LOSS'}")
     stored_vs_here = max((abs(evaluated[pol.id] - pt["quality"]) for _, pt, pol in every if pol.id in evaluated),
                          default=0.0)
@@ -238,6 +326,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--quantizer", default="rtn", help="autocomp's quantizer (autocomp search --quantizer)")
+    ap.add_argument("--nncf-backend", choices=("torch", "openvino"), default="torch",
+                    help="run NNCF on the torch model or on its OpenVINO form (GPTQ, AWQ + SE)")
     args = ap.parse_args()
     try:
         import nncf
@@ -247,7 +337,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}, nncf {nncf.__version__}, threads {torch.get_num_threads()}")
     for name in args.models:
-        compare(name, args.points, args.workers, args.quantizer)
+        compare(name, args.points, args.workers, args.quantizer, args.nncf_backend)
 
 
 if __name__ == "__main__":

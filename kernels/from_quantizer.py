@@ -95,9 +95,12 @@ def recover_qparams(w: torch.Tensor, choice: Choice) -> tuple[torch.Tensor, torc
         if asym:
             z = (-r.amin(dim=1)).clamp_min(0)
             fits = (r.amax(dim=1) + z <= hi) & (r.amin(dim=1) + z >= lo)
-        else:
+        else:   # a negative scale (the extreme weight on code lo) is the grid of codes -r
             z = torch.zeros_like(s)
             fits = (r.amax(dim=1) <= hi) & (r.amin(dim=1) >= lo)
+            flip = ~fits & (-r.amin(dim=1) <= hi) & (-r.amax(dim=1) >= lo)
+            s, r = torch.where(flip, -s, s), torch.where(flip[:, None], -r, r)
+            fits = fits | flip
         ok = on_grid & fits
         done = idx[ok]
         scale[done], zero[done] = s[ok], z[ok]

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from autocomp.budget import CostModel
@@ -62,7 +63,8 @@ def qat_trainable(config: dict, spec: str = "digits", names: Sequence[str] = (),
                  "policy": pol.to_dict(), "evaluation": res.to_dict()})
 
 
-def qat_trial(config: dict, spec: str = "digits", policies: dict | None = None, options: dict | None = None) -> None:
+def qat_trial(config: dict, spec: str = "digits", policies: dict | None = None, options: dict | None = None,
+              placement: dict | None = None) -> None:
     """Ray Tune function trainable for one ``--trials qat`` trial (:mod:`autocomp.trials`).
 
     Args:
@@ -71,9 +73,13 @@ def qat_trial(config: dict, spec: str = "digits", policies: dict | None = None, 
         spec: the ``--model`` string (remapped for cluster workers).
         policies: policy id -> ``Policy.to_dict()``.
         options: the fixed ``qat`` evaluator options.
+        placement: ``device`` (``cpu`` or ``cuda``: the controller resolved it and asked Tune for
+            the GPU share) and ``eval_dtype`` (the scoring's autocast dtype); not trial options.
 
-    Reports the quality under the metric's name, the options the trial ran with, and the
-    :class:`~autocomp.metrics.Metrics` (the controller adds the costs and stores it).
+    Reports the quality under the metric's name, the options the trial ran with (not its
+    placement), and the :class:`~autocomp.metrics.Metrics`, whose extras say where it ran
+    (``device``, ``eval_dtype``, and ``resources``: the Ray resources it held; the controller adds
+    the costs and stores it).
     """
     import torch
     from ray import tune
@@ -84,7 +90,19 @@ def qat_trial(config: dict, spec: str = "digits", policies: dict | None = None, 
 
     torch.set_num_threads(1)   # the trial holds one CPU
     opts = {**(options or {}), **{k: v for k, v in config.items() if k != "policy"}}
+    place = {"device": "cpu", "eval_dtype": "float32", **(placement or {})}
     pol = Policy.from_dict((policies or {})[config["policy"]])
     wl = load_workload(worker_spec(spec))
-    res = get_evaluator("qat", **opts).evaluate(wl, pol)
+    res = get_evaluator("qat", **opts, **place).evaluate(wl, pol)
+    res = dataclasses.replace(res, extras={**res.extras, **place, "resources": _held()})
     tune.report({res.quality_metric: res.quality, "options": opts, "evaluation": res.to_dict()})
+
+
+def _held() -> dict[str, float]:
+    """The Ray resources this trial holds (``CPU``, and ``GPU`` when it asked for a share)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    held = ray.get_runtime_context().get_assigned_resources()
+    return {k: float(v) for k, v in sorted(held.items()) if k in ("CPU", "GPU")}

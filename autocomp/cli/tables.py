@@ -36,6 +36,7 @@ def print_front(study: str, points: Sequence[dict[str, Any]], config: dict, cons
     for p in points:
         kind = ("baseline" + ("*" if p.get("on_front") else "")) if p.get("baseline") else "front"
         kind += f" ({p['kind']})" if p.get("kind", "ptq") != "ptq" else ""   # a QAT/NAS trial's quality
+        kind += " +salient" if p.get("own_costs") else ""   # stored at its own costs (autocomp.salient)
         kernel = (f"{p['speedup']:.2f}x {p.get('device', '')}".rstrip() if p.get("speedup") else "-",) if measured else ()
         t.add_row(p["policy_id"], kind, f"{p['quality']:.4f}", change_vs_fp32(p, points), *_cost_cells(p, fp), *kernel, escape(str(p.get("label", ""))))
     console.print(t)
@@ -44,6 +45,8 @@ def print_front(study: str, points: Sequence[dict[str, Any]], config: dict, cons
     if trained:
         console.print(f"({'/'.join(trained)}) = the policy's quality after its {'/'.join(trained).upper()} trial "
                       "(better than its PTQ one); `front show --kind ptq`: the PTQ front alone")
+    if any(p.get("own_costs") for p in points):
+        console.print("+salient = a QAT trial keeping PB-LLM salient 8-bit weights, at its own costs (them counted)")
     console.print(escape(f"quantizer: {config.get('quantizer', 'rtn')}"))
     if config.get("target_result"):
         console.print(escape(target_line(config["target_result"])))

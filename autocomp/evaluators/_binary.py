@@ -6,8 +6,9 @@
 - Salient weights (PB-LLM): a fraction of a 1/1.58-bit layer's weights, the largest |w| of the
   float weight (chosen once, like a pruning mask), kept at 8 bits (symmetric, per output channel,
   step = the channel's largest salient |w| / 127); the rest is binarized/ternarized with scales
-  computed over the non-salient weights only. The stored size (:mod:`autocomp.costs`) does not
-  count the 8-bit weights nor their positions: a policy's cost is that of the plain choice.
+  computed over the non-salient weights only. A policy's cost is that of the plain choice; an
+  evaluation that keeps salient weights is stored at its true cost, the 8-bit values, their
+  scales and positions counted (:mod:`autocomp.salient`).
 - Binary activations (``a_bits=1``): ``y = m + s * sign(x - t)``, with a learnable threshold ``t``
   and scale ``s`` per layer and the fixed centre ``m``, all initialised from PTQ's calibrated
   1-bit range (levels ``m - s`` and ``m + s``, threshold between them), so that training starts

@@ -85,6 +85,9 @@ class QuantWeight(torch.nn.Module):
         self.grid = weight_grid(choice)
         s, z = self.steps(flat)
         self.scale = torch.nn.Parameter(s.clone()) if learn else None
+        # rtn's symmetric steps may be negative (the grid's lopsided end on a positive extreme,
+        # autocomp.quant._symmetric_scales): the learned step keeps its initial sign
+        self.register_buffer("scale_sign", torch.where(s < 0, -1.0, 1.0) if learn else None)
         self.register_buffer("zero", z)
         k = flat.shape[1]
         self.gscale = lsq_gscale(min(int(choice.group), k) if choice.group is not None else k, self.grid)
@@ -112,7 +115,7 @@ class QuantWeight(torch.nn.Module):
         if self.grid is None:
             return x, None, None
         if self.learn:
-            s, z = self.scale.abs().clamp_min(1e-8), self.zero
+            s, z = self.scale_sign * self.scale.abs().clamp_min(1e-8), self.zero
         else:
             s, z = self.steps(flat)
         k, g = x.shape[1], self.choice.group

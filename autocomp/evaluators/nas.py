@@ -8,6 +8,12 @@ search ranks networks by how they do quantized, not in float), then scores the t
 weights exactly as the study scores its own policies: the ``ptq`` evaluator (calibrated 8-bit
 input ranges, the ``quantizer``'s weights) on the workload's evaluation batches.
 
+With ``act_noise`` (the default) each quantized layer's input is fake-quantized too, at the
+layer's ``a_bits``, over a range tracked during training (the batch min/max, then an exponential
+moving average with momentum ``act_momentum``, updated in train mode only), straight through:
+the candidate is trained for the activation quantization it is scored with. Per-token inputs
+(``act: token``) are quantized per token, as PTQ does; float inputs are left alone.
+
 Training data: the workload's training split (``Workload.train``) and its calibration batches
 (both come from the training images; the evaluation batches are never trained on).
 
@@ -33,7 +39,8 @@ from autocomp.evaluators.ptq import PTQEvaluator, build_quantizer
 from autocomp.metrics import Metrics
 from autocomp.nas_models import build
 from autocomp.policy import Choice, Policy, policy_modules
-from autocomp.quant import compress_weight, is_float
+from autocomp.modules import is_embedding
+from autocomp.quant import compress_weight, fake_quant_act, fake_quant_act_token, is_float
 from autocomp.workload import Workload
 
 
@@ -48,6 +55,8 @@ class NASOptions(DeviceOptions):
         seed: initialisation and batch order.
         report_every: steps between intermediate reports (0: none); what ASHA stops trials on.
         quantizer: the PTQ quantizer the trained candidate is scored with (as the study's).
+        act_noise: fake-quantize each quantized layer's input at its ``a_bits`` in training too.
+        act_momentum: the tracked input range's moving-average momentum, in [0, 1).
     """
 
     steps: int = 200
@@ -56,6 +65,8 @@ class NASOptions(DeviceOptions):
     seed: int = 0
     report_every: int = 0
     quantizer: str = "rtn"
+    act_noise: bool = True
+    act_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,6 +79,11 @@ class NASOptions(DeviceOptions):
                                 f"got {self.report_every!r}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise AutocompError(f"evaluator 'nas': lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.act_noise, bool):
+            raise AutocompError(f"evaluator 'nas': act_noise must be true or false, got {self.act_noise!r}")
+        m = self.act_momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
+            raise AutocompError(f"evaluator 'nas': act_momentum must be a number in [0, 1), got {m!r}")
         build_quantizer(self.quantizer)
 
 
@@ -83,6 +99,33 @@ class _STEFakeQuant(nn.Module):
         c = self.choice
         q = compress_weight(w.detach(), c.w_bits, c.prune, c.group, c.zero_point)
         return w + (q - w.detach())
+
+
+class _ActNoise:
+    """Forward pre-hook: the input fake-quantized at ``bits`` over a tracked range (see the module
+    docstring), with a straight-through gradient. The range moves only while the module trains."""
+
+    def __init__(self, bits: int, momentum: float, per_token: bool = False):
+        self.bits, self.momentum, self.per_token = int(bits), float(momentum), per_token
+        self.lo: float | None = None
+        self.hi: float | None = None
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        if self.per_token:
+            q = fake_quant_act_token(x.detach(), self.bits)
+        else:
+            if module.training:
+                lo, hi = float(x.detach().min()), float(x.detach().max())
+                if self.lo is None:
+                    self.lo, self.hi = lo, hi
+                else:
+                    m = self.momentum
+                    self.lo, self.hi = m * self.lo + (1 - m) * lo, m * self.hi + (1 - m) * hi
+            if self.lo is None:
+                return args
+            q = fake_quant_act(x.detach(), self.lo, self.hi, self.bits)
+        return (x + (q - x.detach()),) + tuple(args[1:])
 
 
 def _training_tensors(workload: Workload) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +157,9 @@ class NASEvaluator(Evaluator):
         quantized = [(m, c) for _, c, m in policy_modules(model, policy) if not is_float(c.w_bits) or c.prune > 0]
         for m, c in quantized:
             parametrize.register_parametrization(m, "weight", _STEFakeQuant(c))
+        hooks = [m.register_forward_pre_hook(_ActNoise(c.a_bits, o.act_momentum, c.per_token))
+                 for _, c, m in policy_modules(model, policy)
+                 if o.act_noise and not is_float(c.a_bits) and not is_embedding(m)]
         x, y = _training_tensors(workload)
         g = torch.Generator().manual_seed(o.seed)
         opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=1e-4)
@@ -132,6 +178,8 @@ class NASEvaluator(Evaluator):
             if on_report is not None and o.report_every and step % o.report_every == 0:
                 on_report(step, workload.evaluate(model.eval()))
                 model.train()
+        for h in hooks:
+            h.remove()
         for m, _ in quantized:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
         return model.eval()

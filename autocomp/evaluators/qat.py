@@ -87,7 +87,8 @@ class QATOptions(DeviceOptions):
             model's, with the same weight (needs ``distill`` > 0).
         ternary_scale: the 1.58-bit step, BitNet b1.58's ``mean`` |w| or the ``median`` |w|.
         salient: PB-LLM fraction of each 1/1.58-bit layer's weights (largest |w|) kept at 8 bits,
-            in ``[0, 1)``; the stored size does not count them.
+            in ``[0, 1)``; the evaluation is stored at its true
+            costs, them counted (:mod:`autocomp.salient`).
 
     ``device`` and ``eval_dtype`` come from :class:`~autocomp.evaluators.DeviceOptions`: the
     fine-tune runs on the device in float32, the scoring under autocast to ``eval_dtype``.
@@ -279,6 +280,7 @@ def qat_train(model: torch.nn.Module, policy: Policy, train: Sequence, calib: Se
     names = [n for n, _ in policy.layers]
     ranges = _ranges(m, names, calib)
     modules = dict(m.named_modules())
+    device = next(m.parameters()).device
     hooks, act_q, extra = [], {}, []
     for name, ch in policy.layers:
         mod = modules[name]
@@ -289,6 +291,7 @@ def qat_train(model: torch.nn.Module, policy: Policy, train: Sequence, calib: Se
             hook, q = _act_quant(ch, rng, o)
             hooks.append(mod.register_forward_pre_hook(hook))
             if q is not None:
+                q.to(device)   # its learnable steps live where the model trains
                 act_q[name] = q
                 extra.extend(q.parameters())
     n_steps = o.steps if o.steps is not None else o.epochs * len(train)

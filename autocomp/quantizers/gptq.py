@@ -16,9 +16,13 @@ How it is done (Frantar et al., 2022, with our own choices where the paper leave
 * **Lazy blocks**: the rank-1 updates are applied inside a block of ``block`` columns; the block's
   errors update the later columns in one matrix product.
 * **Grid**: each group (``choice.group`` consecutive input columns in the *original* order, or the
-  whole row per channel) gets its scale and zero point from :func:`autocomp.quant._rows_rtn`,
-  the RTN search with its MSE clip, at the moment the sweep first reaches one of the group's
-  columns, from the group's weights as updated by then (the columns of a group the sweep has
+  whole row per channel) gets its scale at the moment the sweep first reaches one of the group's
+  columns, from the group's weights as updated by then. Symmetric: the signed absmax scale
+  (:func:`autocomp.quant.signed_absmax_scale`: the largest-magnitude weight on the code
+  ``-2^(b-1)``, no clipping; the column updates repair rounding, and a clipped outlier costs
+  more than a coarser step); ``clip=true`` uses rtn's MSE clip search instead
+  (:func:`autocomp.quant._rows_rtn`). Asymmetric: rtn's scale and zero point. Measured on tiny-lm,
+  digits and digits-vit (BENCHMARKS.md "Signed grids"), the absmax grid is the better default (the columns of a group the sweep has
   not yet reached; pruned weights count as zero). Every column is then rounded on its group's
   grid, so the result is exactly a :class:`~autocomp.quant.GroupQuant`: integer codes in range,
   one scale (and zero point) per group.
@@ -57,7 +61,7 @@ from dataclasses import dataclass
 import torch
 
 from autocomp.policy import Choice
-from autocomp.quant import TERNARY_BITS, _rows_rtn, is_float, prune_mask
+from autocomp.quant import TERNARY_BITS, _rows_rtn, is_float, prune_mask, signed_absmax_scale
 from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
 
 
@@ -73,12 +77,14 @@ class GPTQOptions:
             are already quantized, layer by layer in execution order (as the GPTQ paper), instead
             of the float model's, shared by every policy. Costs a calibration pass (up to the
             layer) per compressed layer for every policy (:mod:`autocomp.quantizers.sequential`).
+        clip: symmetric groups take rtn's MSE-clipped scale instead of the signed absmax one.
     """
 
     damp: float = 0.01
     block: int = 128
     act_order: bool = False
     sequential: bool = False
+    clip: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) \
@@ -90,6 +96,8 @@ class GPTQOptions:
             raise ValueError(f"act_order must be true or false, not {self.act_order!r}")
         if not isinstance(self.sequential, bool):
             raise ValueError(f"sequential must be true or false, not {self.sequential!r}")
+        if not isinstance(self.clip, bool):
+            raise ValueError(f"clip must be true or false, not {self.clip!r}")
 
 
 class GPTQQuantizer(Quantizer):
@@ -111,7 +119,7 @@ class GPTQQuantizer(Quantizer):
         if factor is None:
             factor = stats.derived[key] = hessian_factor(stats.hessian, damp=o.damp, act_order=o.act_order)
         return LayerResult(gptq_weight(w.float(), stats.hessian, choice, damp=o.damp, block=o.block,
-                                       act_order=o.act_order, factor=factor))
+                                       act_order=o.act_order, factor=factor, clip=o.clip))
 
 
 def _binary_or_ternary(bits: float) -> bool:
@@ -151,14 +159,15 @@ def hessian_factor(hessian: torch.Tensor, damp: float = 0.01, act_order: bool = 
 
 
 def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, choice: Choice, damp: float = 0.01,
-                block: int = 128, act_order: bool = False, factor: HessianFactor | None = None) -> torch.Tensor:
+                block: int = 128, act_order: bool = False, factor: HessianFactor | None = None,
+                clip: bool = False) -> torch.Tensor:
     """The GPTQ-compressed ``w`` for ``choice`` (integer bits 2..16 or float bits with pruning).
 
     Args:
         w: weight, output channels first (any trailing shape; flattened to ``[N, K]``).
         hessian: ``[K, K]`` second moment of the layer's input rows.
         choice: bits, group, zero point and pruning ratio.
-        damp, block, act_order: as :class:`GPTQOptions`.
+        damp, block, act_order, clip: as :class:`GPTQOptions`.
         factor: :func:`hessian_factor` of ``hessian`` with the same ``damp`` and ``act_order``,
             when the caller keeps it across policies; computed here otherwise.
 
@@ -185,7 +194,7 @@ def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, choice: Choice, damp: fl
     if choice.prune > 0:
         # prune_mask keeps the largest |score|: |w| / U_jj orders as the saliency w² / U_jj²
         keep = prune_mask(W / torch.diagonal(U)[None, :], choice.prune)
-    quant = _FloatGrid() if is_float(choice.w_bits) else _Grids(choice, perm, n)
+    quant = _FloatGrid() if is_float(choice.w_bits) else _Grids(choice, perm, n, clip)
     Q = _sweep(W, U, keep, quant, block)
     out = torch.empty_like(Q)
     out[:, perm] = Q
@@ -216,9 +225,9 @@ class _FloatGrid:
 class _Grids:
     """The per-group grids of one sweep: each set when the sweep first reaches its group."""
 
-    def __init__(self, choice: Choice, perm: torch.Tensor, n: int):
+    def __init__(self, choice: Choice, perm: torch.Tensor, n: int, clip: bool = False):
         k = perm.numel()
-        self.bits, self.zero_point = choice.w_bits, choice.zero_point
+        self.bits, self.zero_point, self.clip = choice.w_bits, choice.zero_point, clip
         b = int(round(choice.w_bits))
         if b < 2 or b > 16 or abs(b - choice.w_bits) > 1e-6:
             raise ValueError(f"gptq takes 1, 1.58, 2..16 or float weight bits, not {choice.w_bits}")
@@ -237,7 +246,11 @@ class _Grids:
     def column(self, col: int, w: torch.Tensor, current) -> torch.Tensor:
         j = self.group_of[col]
         if self.scale[j] is None:
-            _, scale, zero = _rows_rtn(current(self.members[j]), self.bits, self.zero_point)
+            rows = current(self.members[j])
+            if self.zero_point or self.clip:
+                _, scale, zero = _rows_rtn(rows, self.bits, self.zero_point)
+            else:
+                scale, zero = signed_absmax_scale(rows, int(round(self.bits))), None
             self.scale[j], self.zero[j] = scale, zero
         s, z = self.scale[j], self.zero[j]
         if z is None:

@@ -52,6 +52,7 @@ def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies:
     Raises:
         IncompleteRun: some evaluations failed; those that landed are stored.
     """
+    from autocomp.salient import evaluation_costs
     from autocomp.stages.status import check_signals
     from autocomp.workers.pool import EvaluatorPool
 
@@ -65,7 +66,9 @@ def evaluate(store: Store, study: StudyInfo, spec: str, cm: CostModel, policies:
     by_id = {p.id: p for p in todo}
 
     def on_result(m: Metrics) -> None:
-        store.save_evaluation(study, m.with_costs(cm.costs(by_id[m.policy_id])), kind=kind)
+        # a qat evaluation keeping salient weights is stored at its true cost (autocomp.salient)
+        costs = evaluation_costs(cm, by_id[m.policy_id], options if evaluator == "qat" else None)
+        store.save_evaluation(study, m.with_costs(costs), kind=kind)
         result.evaluated += 1
         on_progress(1)
         check_signals()   # a Ctrl-C lost inside a driver or Ray stops the sweep here

@@ -95,8 +95,13 @@ def pending_count(store: Store, study: StudyInfo, spec: TrialsSpec) -> int:
 
 
 def run_trials(store: Store, study: StudyInfo, ctx: StudyContext, spec: TrialsSpec, workers: int | None = None,
-               on_progress: Callable[[int], None] | None = None):
+               on_progress: Callable[[int], None] | None = None, device: str = "cpu", eval_dtype: str = "float32"):
     """Run the trials ``spec`` asks for that the study does not hold yet.
+
+    ``device`` (``cpu``, ``cuda``, ``auto``) and ``eval_dtype``: where the trials train and the
+    autocast dtype they score in (``--device``, ``--eval-dtype``); on CUDA each trial asks Tune
+    for a share of the cluster's GPUs. They do not name the trials: a resumed run on another
+    device runs no stored trial again.
 
     Returns:
         An :class:`autocomp.refine.RefineResult`.
@@ -116,7 +121,8 @@ def run_trials(store: Store, study: StudyInfo, ctx: StudyContext, spec: TrialsSp
         from autocomp.trials import qat_trials
 
         res = qat_trials(store, study, ctx, spec.top, options, per_policy=spec.per_policy, seed=spec.seed,
-                         retries=spec.retries, on_progress=on_progress, max_concurrent=workers)
+                         retries=spec.retries, on_progress=on_progress, max_concurrent=workers,
+                         device=device, eval_dtype=eval_dtype)
     if res.failures:
         raise IncompleteRun(f"{len(res.failures)} {spec.trials.upper()} trial(s) failed after "
                             f"{spec.retries + 1} attempt(s) ({res.failures[0]}); stored results are kept")

@@ -51,8 +51,8 @@ def _groups(flat: torch.Tensor, group: int | None) -> list[torch.Tensor]:
 
 def _on_integer_grid(rows: torch.Tensor, bits: int, zero_point: bool) -> torch.Tensor:
     """Per row: is there a scale (and an integer zero point) putting every value on an in-range
-    code? The scale is re-derived from the row: ``amax / m`` for a signed code ``m``
-    (symmetric), ``(max - min) / m`` for a code span ``m`` (asymmetric); every candidate is
+    code? The scale is re-derived from the row: ``±amax / m`` for a signed code ``m``
+    (symmetric; a negative scale puts a positive extreme on ``-half``), ``(max - min) / m`` for a code span ``m`` (asymmetric); every candidate is
     tried, widest first (quantizers fill their range, so most rows settle at once)."""
     if zero_point:
         qmax = 2**bits - 1
@@ -78,8 +78,9 @@ def _on_integer_grid(rows: torch.Tensor, bits: int, zero_point: bool) -> torch.T
         if zero_point:
             # an integer zero point z in 0..qmax moving every code k to k + z in 0..qmax
             fits &= (-k.amin(dim=1)).clamp_min(0) <= (qmax - k.amax(dim=1)).clamp_max(qmax)
-        else:
-            fits &= (k.amin(dim=1) >= -half) & (k.amax(dim=1) <= half - 1)
+        else:   # the scale may be negative (the extreme weight on code -half): codes k or -k
+            fits &= ((k.amin(dim=1) >= -half) & (k.amax(dim=1) <= half - 1)) | \
+                ((k.amax(dim=1) <= half) & (k.amin(dim=1) >= -(half - 1)))
         ok[todo[fits]] = True
     return ok
 

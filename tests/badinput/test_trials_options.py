@@ -42,3 +42,54 @@ def test_bad_trials_option_is_one_line_exit_2(case, capfd, tmp_path, monkeypatch
     assert exc.value.code == 2 and len(errors) == 1 and "Traceback" not in out + err, out + err
     assert expect in errors[0], errors[0]
     assert not db.exists() and not (tmp_path / "autocomp.db").exists()
+
+
+# -- the same options given on resume: the existing study's rows do not change ---------------------
+ON_RESUME = ("unknown-trials", "top-without-trials", "qat-unknown-option", "qat-bad-value", "steps-disagree",
+             "top-with-nas", "nas-without-samples")
+RESUME_CASES = [c for c in CASES if c[0] in ON_RESUME]
+TABLES = ("autocomp_studies", "autocomp_policies", "autocomp_evaluations")
+
+
+def _rows(db) -> dict[str, list[str]]:
+    """Every row of the study's tables, as SQL, table by table."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        dump = list(conn.iterdump())
+    return {t: [l for l in dump if l.startswith(f'INSERT INTO "{t}"')] for t in TABLES}
+
+
+@pytest.fixture(scope="module")
+def existing(tmp_path_factory, ray_session):
+    """A study made by a real (small) search: one budget point of digits, then its database bytes."""
+    from autocomp.search import SearchConfig, run_search
+    from autocomp.store import Store
+
+    db = tmp_path_factory.mktemp("trials-resume") / "study.db"
+    store = Store(f"sqlite:///{db}")
+    run_search(SearchConfig(model="digits", budget="size<=25%", points=1, workers=1), store, "t")
+    store.dispose()
+    return db
+
+
+def test_resume_cases_are_known():
+    assert len(RESUME_CASES) == len(ON_RESUME)
+
+
+@pytest.mark.parametrize("case", RESUME_CASES, ids=[c[0] for c in RESUME_CASES])
+def test_bad_trials_option_on_resume_leaves_the_study_unchanged(case, existing, capfd, tmp_path, monkeypatch):
+    from autocomp.cli import main
+
+    name, extra, expect = case
+    monkeypatch.chdir(tmp_path)
+    before, raw = _rows(existing), existing.read_bytes()
+    assert all(before[t] for t in TABLES)                    # the study has rows in each table
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--study", "t", "--db", str(existing), *extra])
+    out, err = capfd.readouterr()
+    errors = [l for l in (out + err).splitlines() if l.startswith("error:")]
+    assert exc.value.code == 2 and len(errors) == 1 and "Traceback" not in out + err, out + err
+    assert expect in errors[0], errors[0]
+    assert _rows(existing) == before and existing.read_bytes() == raw   # not a byte changed
+    assert not (tmp_path / "autocomp.db").exists()

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from autocomp.audit import band_mates, best_proxy, check_bands, rank_correlations
-from autocomp.bands import band_spearman, cost_bands, spearman
+from autocomp.bands import band_kendall, band_spearman, cost_bands, kendall, spearman
 from autocomp.errors import AutocompError
 
 
@@ -93,3 +93,42 @@ def test_audit_with_band_mates_stores_the_within_band_figure(ray_session, sqlite
     stored = store.load_audits(store.get_study("banded"))[0]
     assert stored["band_spearman"] == pytest.approx(row["band_spearman"])
     assert best_proxy(rows) == "quant_mse"
+
+
+def test_kendall_is_tau_b_and_pools_over_bands_like_spearman():
+    from scipy.stats import kendalltau
+
+    rng = random.Random(3)
+    for n in (3, 7, 30):
+        a = [rng.randint(0, 4) for _ in range(n)]            # ties on both sides
+        b = [rng.randint(0, 4) + 0.5 * x for x in a]
+        ref = kendalltau(a, b).statistic
+        got = kendall(a, b)
+        assert (got is None) if not ref == ref else got == pytest.approx(ref)
+    assert kendall([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall([1, 1, 1], [1, 2, 3]) is None and kendall([1, float("inf")], [1, 2]) is None
+    costs, drop, size, order = _size_only_case(2)
+    tau, nb, n = band_kendall(order, drop, costs, 0.05)
+    assert (nb, n) == band_spearman(order, drop, costs, 0.05)[1:] == (10, 60)
+    bands = [b for b in cost_bands(costs, 0.05)]
+    manual = sum(kendall([order[i] for i in b], [drop[i] for i in b]) * len(b) for b in bands) / 60
+    assert tau == pytest.approx(manual) and tau > 0.99
+    assert abs(band_kendall(size, drop, costs, 0.05)[0]) < 0.35
+
+
+def test_held_out_reports_spearman_and_kendall_on_the_held_out_bands_only():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from autocomp.evolution import held_out
+
+    costs, drop, size, order = _size_only_case(4)
+    bench = SimpleNamespace(drops=drop, costs=costs, band_tol=0.05)
+    mask = np.array([i < 30 for i in range(60)])             # first five bands train, last five held out
+    out = held_out(order, bench, mask)
+    test = [i for i in range(60) if not mask[i]]
+    assert (out["bands"], out["policies"]) == (5, 30)
+    assert out["band_kendall"] == pytest.approx(band_kendall([order[i] for i in test], [drop[i] for i in test],
+                                                             [costs[i] for i in test], 0.05)[0])
+    assert out["kendall"] == pytest.approx(kendall([order[i] for i in test], [drop[i] for i in test]))
+    assert out["band_spearman"] > 0.99 and -1 <= out["kendall"] < out["band_kendall"]

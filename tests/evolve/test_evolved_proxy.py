@@ -73,8 +73,16 @@ def test_saved_file_round_trips_and_bad_files_are_one_line(tmp_path):
         assert "\n" not in str(e.value)
 
 
-def test_the_shipped_digits_expression_builds():
-    proxy = get_proxy("evolved:digits")
-    assert proxy.name == "evolved:digits" and proxy.record["name"] == "digits"
+@pytest.mark.parametrize("name", ["digits", "tiny-lm"])
+def test_the_shipped_expressions_build(name):
+    from autocomp.proxies.evolved import saved_names
+    from autocomp.proxies.evolved.primitives import sources_for
+
+    proxy = get_proxy(f"evolved:{name}")
+    assert proxy.name == f"evolved:{name}" and proxy.record["name"] == name
+    assert f"evolved:{name}" in saved_names()
     assert set(ex.leaves(proxy.expression)) <= set(proxy.record["primitives"])
-    assert [p.kind for p in proxy.parts(None, [], None)].count("source") >= 1
+    parts = [p.kind for p in proxy.parts(None, [], None)]
+    assert parts.count("source") == len(sources_for(ex.leaves(proxy.expression))) >= 1
+    held = proxy.record["held_out"]
+    assert -1 <= held["band_spearman"] <= 1 and held["policies"] >= 3 * held["bands"] > 0

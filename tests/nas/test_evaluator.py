@@ -50,3 +50,35 @@ def test_trains_reports_and_scores_the_candidate_deterministically(digits):
     assert again.quality == res.quality                                            # same seed, same candidate
     with pytest.raises(AutocompError, match="has no architecture"):
         ev.evaluate(digits, Policy.from_choices(pol.layers))
+
+
+def _training_inputs(digits, pol, **opts) -> list[tuple[str, int, int]]:
+    """(layer type, distinct values, a_bits) of every input a quantized layer sees in training."""
+    seen = []
+
+    def tap(module, args, out):
+        if module.training and isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            seen.append((type(module).__name__, int(torch.unique(args[0].detach()).numel())))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(tap)   # sees the inputs after pre-hooks
+    try:
+        get_evaluator("nas", steps=4, seed=0, **opts).train(digits, pol)
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_activation_noise_quantizes_each_quantized_layers_training_inputs(digits):
+    _, layers = profile_candidate(ARCH)
+    pol = candidate_policy(ARCH, layers, [4, 4], load_space("nas_digits"))
+    bits = {int(c.a_bits) for _, c in pol.layers}
+    assert bits == {8}
+    noisy = _training_inputs(digits, pol)
+    assert len(noisy) == 4 * len(pol.layers)                            # every layer, every step
+    assert all(n <= 2 ** 8 for _, n in noisy)                           # on the a_bits grid
+    plain = _training_inputs(digits, pol, act_noise=False)
+    assert max(n for _, n in plain) > 2 ** 8                            # without it, float inputs
+    pol4 = Policy.from_choices([(n, Choice(4, 4)) for n, _ in pol.layers], arch=ARCH)
+    assert all(n <= 2 ** 4 for _, n in _training_inputs(digits, pol4))   # at each layer's own a_bits
+    with pytest.raises(AutocompError, match="act_momentum"):
+        get_evaluator("nas", act_momentum=1.0)

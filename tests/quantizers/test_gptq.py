@@ -18,7 +18,7 @@ import torch
 from autocomp.errors import AutocompError
 from autocomp.modules import weight_of
 from autocomp.policy import Choice
-from autocomp.quant import _rows_rtn, compress_weight, prune_mask
+from autocomp.quant import _rows_rtn, compress_weight, prune_mask, signed_absmax_scale
 from autocomp.quantizers import collect_stats, get_quantizer
 from autocomp.quantizers.gptq import _inverse_cholesky_upper, gptq_weight
 from autocomp.testing.quantizers import assert_representable
@@ -75,7 +75,7 @@ def test_below_rtn_and_representable(gaussian, digits_layers, bits, group, zero_
 
 
 def reference_obq(w: torch.Tensor, h: torch.Tensor, choice: Choice, damp: float = 0.01,
-                  act_order: bool = False) -> torch.Tensor:
+                  act_order: bool = False, clip: bool = True) -> torch.Tensor:
     """The optimal-brain-quantization sweep written out: at each step the exact inverse of the
     remaining columns' damped Hessian, the rounding error of the column spread over them."""
     W = w.reshape(w.shape[0], -1).double().clone()
@@ -99,7 +99,11 @@ def reference_obq(w: torch.Tensor, h: torch.Tensor, choice: Choice, damp: float 
         rest = order[t:]
         if j // g not in grids:
             cols = list(range((j // g) * g, min((j // g + 1) * g, k)))
-            _, s, z = _rows_rtn((W[:, cols] * keep[:, cols]).float(), choice.w_bits, choice.zero_point)
+            rows = (W[:, cols] * keep[:, cols]).float()
+            if clip or choice.zero_point:
+                _, s, z = _rows_rtn(rows, choice.w_bits, choice.zero_point)
+            else:   # gptq's default symmetric grid: the signed absmax scale
+                s, z = signed_absmax_scale(rows, int(choice.w_bits)), None
             grids[j // g] = (s.double(), None if z is None else z.double())
         s, z = grids[j // g]
         b = int(choice.w_bits)
@@ -119,15 +123,16 @@ def reference_obq(w: torch.Tensor, h: torch.Tensor, choice: Choice, damp: float 
     (Choice(3, 32), False), (Choice(4, 32, group=16, zero_point=True), False), (Choice(3, 32, group=16), True),
     (Choice(2, 32, zero_point=True), True), (Choice(4, 32, prune=0.5), False),
     (Choice(3, 32, prune=0.25, group=16), True)])
-def test_matches_the_explicit_obq_reference(choice, act_order):
+@pytest.mark.parametrize("clip", [False, True])
+def test_matches_the_explicit_obq_reference(choice, act_order, clip):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2000, 48, generator=g) @ (torch.randn(48, 48, generator=g) / 7) + 0.3 * torch.randn(2000, 48, generator=g)
     x[:, 5] = 0                                                   # a dead input
     h = x.t() @ x / x.shape[0]
     w = torch.randn(24, 48, generator=g)
     # block 20: groups of 16 straddle blocks, so a group's grid is set from lazily updated columns
-    ours = gptq_weight(w, h, choice, block=20, act_order=act_order)
-    ref = reference_obq(w, h, choice, act_order=act_order)
+    ours = gptq_weight(w, h, choice, block=20, act_order=act_order, clip=clip)
+    ref = reference_obq(w, h, choice, act_order=act_order, clip=clip)
     assert recon(w, ours, h) == pytest.approx(recon(w, ref, h), rel=2e-3)
     close = torch.isclose(ours, ref, rtol=1e-4, atol=1e-5).float().mean()
     assert close >= 0.99, float(close)
@@ -177,7 +182,7 @@ def test_same_grid_as_neural_compressor_same_error(gaussian, digits_layers, bits
     choice = Choice(bits, 32, zero_point=zero_point)
     for mod, st in [gaussian, digits_layers[1]]:
         w = weight_of(mod).detach()
-        ours = gptq_weight(w, st.hessian, choice, act_order=act_order)
+        ours = gptq_weight(w, st.hessian, choice, act_order=act_order, clip=True)   # rtn's grid, as INC is given
         peer = _inc_gptq(w, st.hessian, choice, act_order, same_grid=True)
         assert recon(w, ours, st.hessian) <= 1.05 * recon(w, peer, st.hessian), (tuple(w.shape), choice.key)
 
@@ -193,7 +198,7 @@ def test_within_5_percent_of_neural_compressor(gaussian, bits, group, zero_point
     choice = Choice(bits, 32, group=group, zero_point=zero_point)
     mod, st = gaussian
     w = weight_of(mod).detach()
-    ours = gptq_weight(w, st.hessian, choice, act_order=act_order)
+    ours = gptq_weight(w, st.hessian, choice, act_order=act_order, clip=True)   # both with an MSE clip search
     peer = _inc_gptq(w, st.hessian, choice, act_order, same_grid=False)
     assert recon(w, ours, st.hessian) <= 1.05 * recon(w, peer, st.hessian), choice.key
 

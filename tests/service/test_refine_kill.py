@@ -1,7 +1,11 @@
 """A controller SIGKILLed during refinement: the resumed study ends with the same Optuna history,
 the same front, the same evaluations and no policy evaluated twice, as an uninterrupted run with
 the same seed. The kill lands wherever the controller happens to be (asking a batch in memory,
-evaluating it, or writing its trials); every one of those resumes identically."""
+evaluating it, or writing its trials); every one of those resumes identically.
+
+Only the killed controller is a process of its own (the CLI on a local Ray it starts, killed with
+its whole process group); the uninterrupted reference run, meanwhile, and the resumed run run the
+same CLI command in this process on the suite's Ray session, which spares two Ray start-ups."""
 from __future__ import annotations
 
 import json
@@ -10,16 +14,49 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-ARGS = ["search", "--points", "3", "--refine", "8", "--workers", "2", "--seed", "3"]
+from typer.testing import CliRunner
+
+from autocomp.cli import app
+
+REFINE = 6
+ARGS = ["search", "--points", "3", "--refine", str(REFINE), "--workers", "2", "--seed", "3", "--proxy", "quant_mse"]
+runner = CliRunner()
 
 
-def _cli(db: Path, study: str, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "autocomp.cli", *ARGS, "--study", study, "--db", str(db), *extra]
-    return subprocess.Popen(cmd, env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _cli(db: Path, study: str, err: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "autocomp.cli", *ARGS, "--study", study, "--db", str(db)]
+    with open(err, "w") as f:   # a file, not a pipe: nobody reads it while the search runs
+        return subprocess.Popen(cmd, env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=f)
+
+
+def _in_process(db: Path, study: str):
+    r = runner.invoke(app, [*ARGS, "--study", study, "--db", str(db)])
+    assert r.exit_code == 0, r.output[-3000:]
+    return r
+
+
+def _kill_after(proc: subprocess.Popen, db: Path, n: int) -> tuple[threading.Thread, dict]:
+    """A thread that SIGKILLs ``proc``'s process group once ``db`` holds ``n`` refined evaluations."""
+    seen: dict = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 400
+        while _refined(db) < n and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["alive"] = proc.poll() is None
+        if seen["alive"]:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        seen["killed_at"] = _refined(db)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t, seen
 
 
 def _refined(db: Path) -> int:
@@ -40,9 +77,9 @@ def _state(db: Path, study: str) -> tuple[dict, list]:
                         "group by study_id, policy_id, kind having count(*) > 1)").fetchone()[0]
     assert dup == 0
     trials = c_trials(db, study)
-    out = subprocess.run([sys.executable, "-m", "autocomp.cli", "front", "show", study, "--db", str(db), "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    pts = [(p["policy_id"], p["accuracy"], p["size"], p["source"]) for p in json.loads(out)["points"]]
+    r = runner.invoke(app, ["front", "show", study, "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    pts = [(p["policy_id"], p["accuracy"], p["size"], p["source"]) for p in json.loads(r.stdout)["points"]]
     return evals, pts, trials
 
 
@@ -53,29 +90,23 @@ def c_trials(db: Path, study: str) -> list:
             for t in optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials]
 
 
-def test_killed_refinement_resumes_to_the_uninterrupted_front(tmp_path):
+def test_killed_refinement_resumes_to_the_uninterrupted_front(ray_session, tmp_path):
     ref_db, db = tmp_path / "ref.db", tmp_path / "killed.db"
-    ref = _cli(ref_db, "r")
-    proc = _cli(db, "r")
+    err = tmp_path / "killed.err"
+    proc = _cli(db, "r", err)
+    watcher, seen = _kill_after(proc, db, 2)
     try:
-        deadline = time.time() + 400
-        while _refined(db) < 2 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert proc.poll() is None, "search finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        killed_at = _refined(db)
-        assert 2 <= killed_at < 8
-        out, err = ref.communicate(timeout=400)
-        assert ref.returncode == 0, err
+        _in_process(ref_db, "r")                     # the uninterrupted run, while the other is killed
+        watcher.join(timeout=400)
+        assert not watcher.is_alive(), "the killed controller did not end"
+        assert seen["alive"], f"search finished before it could be killed: {err.read_text()[-2000:]}"
     finally:
-        for p in (proc, ref):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-    res = subprocess.run([sys.executable, "-m", "autocomp.cli", *ARGS, "--study", "r", "--db", str(db)],
-                         env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=400)
-    assert res.returncode == 0, res.stderr
-    assert _refined(db) == _refined(ref_db) == 8
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert 2 <= seen["killed_at"] < REFINE
+    _in_process(db, "r")                             # resumed: the same command again
+    assert _refined(db) == _refined(ref_db) == REFINE
     evals, front, trials = _state(db, "r")
     ref_evals, ref_front, ref_trials = _state(ref_db, "r")
     assert evals == ref_evals                 # the same policies, the same accuracies, none twice

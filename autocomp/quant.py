@@ -52,23 +52,19 @@ def ternarize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes.reshape(w.shape), scale
 
 
-def _symmetric_scales(flat: torch.Tensor, amax: torch.Tensor, qmax: int, b: int):
-    """The per-row scales the symmetric MSE search tries, first the full range ``amax / qmax``.
+def _symmetric_scales(flat: torch.Tensor, amax: torch.Tensor, qmax: int, b: int, clip: bool = True):
+    """The per-row scales the symmetric search tries.
 
-    The signed grid ``-(qmax+1)..qmax`` is lopsided, so besides the positive scales (``amax·r /
-    qmax``, the extreme value at ``±qmax``) it also tries signed ones (``-e·r / (qmax+1)``, with
-    ``e`` the row's largest-magnitude weight, sign included): ``e`` lands on the extra code
-    ``-(qmax+1)`` and every step is ``(qmax+1)/qmax`` finer (NNCF's INT4_SYM grid is the ``r = 1``
-    one). The search keeps whichever reconstructs the row best, so a negative scale appears only
-    where it is the better grid; codes times scale are the weight either way.
+    ``clip`` (rtn's grid, unchanged since the first release): positive scales ``amax·r / qmax``
+    over the clip ratios, the full range first. ``clip=False`` (the ``absmax`` quantizer,
+    ``gptq(clip=false)``): the signed absmax scale alone (:func:`signed_absmax_scale`), nothing
+    clipped.
     """
-    ratios = _CLIP_RATIOS if b <= 8 else (1.0,)
-    for r in ratios:
+    if not clip:
+        yield signed_absmax_scale(flat, b)
+        return
+    for r in _CLIP_RATIOS if b <= 8 else (1.0,):
         yield amax * r / qmax
-    if b <= 8:
-        signed = signed_absmax_scale(flat, b)
-        for r in ratios:
-            yield signed * r
 
 
 def signed_absmax_scale(rows: torch.Tensor, bits: int) -> torch.Tensor:
@@ -84,12 +80,14 @@ def signed_absmax_scale(rows: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.where(ext < 0, amax, -amax) / 2 ** (bits - 1)
 
 
-def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight_codes(w: torch.Tensor, bits: float, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes and per-channel scales so that ``codes * scale[:, None, ...] ~= w``.
 
     Args:
         w: weight with output channels on dim 0.
         bits: 1 (binary), 1.58 (ternary) or an integer 2..16.
+        clip: search the scale by MSE over clipped ranges (default); False: the signed absmax
+            scale (the largest-magnitude weight on the code ``-2^(b-1)``), nothing clipped.
 
     Returns:
         (codes as float tensor shaped like w, scale of shape [out_channels]).
@@ -106,7 +104,7 @@ def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, t
     amax = flat.abs().amax(dim=1).clamp_min(1e-12)
     best_err = None
     best_scale = amax / qmax
-    for scale in _symmetric_scales(flat, amax, qmax, b):
+    for scale in _symmetric_scales(flat, amax, qmax, b, clip):
         q = (flat / scale[:, None]).round().clamp(-qmax - 1, qmax)
         err = ((q * scale[:, None] - flat) ** 2).sum(dim=1)
         if best_err is None:
@@ -120,7 +118,7 @@ def quantize_weight_codes(w: torch.Tensor, bits: float) -> tuple[torch.Tensor, t
 
 
 def fake_quant_weight(w: torch.Tensor, bits: float, group: int | None = None,
-                      zero_point: bool = False) -> torch.Tensor:
+                      zero_point: bool = False, clip: bool = True) -> torch.Tensor:
     """Quantize-dequantize ``w`` at ``bits`` (float bit-widths return ``w`` unchanged).
 
     ``group`` / ``zero_point`` select group-wise and asymmetric quantization
@@ -130,24 +128,24 @@ def fake_quant_weight(w: torch.Tensor, bits: float, group: int | None = None,
         return w
     if group is not None or zero_point:
         with torch.no_grad():
-            return quantize_weight_groups(w.detach().float(), bits, group, zero_point).dequantize().to(w.dtype)
+            return quantize_weight_groups(w.detach().float(), bits, group, zero_point, clip).dequantize().to(w.dtype)
     with torch.no_grad():
-        codes, scale = quantize_weight_codes(w.detach().float(), bits)
+        codes, scale = quantize_weight_codes(w.detach().float(), bits, clip)
         shape = (-1,) + (1,) * (w.dim() - 1)
         return (codes * scale.reshape(shape)).to(w.dtype)
 
 
-def _asym_rows(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _asym_rows(rows: torch.Tensor, bits: int, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric RTN per row: unsigned codes 0..2**bits-1, scale and integer zero point per row.
 
     The range always holds 0 (as GPTQ's) so zeros, pruned weights included, stay exact; the clip
-    search shrinks both ends by the same ratio.
+    search shrinks both ends by the same ratio (``clip=False``: the full range only).
     """
     qmax = 2**bits - 1
     lo = rows.amin(dim=1).clamp_max(0.0)
     hi = rows.amax(dim=1).clamp_min(0.0)
     best_err = best_scale = best_zp = None
-    for r in _CLIP_RATIOS if bits <= 8 else (1.0,):
+    for r in _CLIP_RATIOS if bits <= 8 and clip else (1.0,):
         scale = ((hi - lo) * r / qmax).clamp_min(1e-12)
         zp = (-lo * r / scale).round().clamp(0, qmax)
         q = (rows / scale[:, None] + zp[:, None]).round().clamp(0, qmax)
@@ -163,14 +161,15 @@ def _asym_rows(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
     return codes, best_scale, best_zp
 
 
-def _rows_rtn(rows: torch.Tensor, bits: float, zero_point: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _rows_rtn(rows: torch.Tensor, bits: float, zero_point: bool,
+             clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if not zero_point:
-        codes, scale = quantize_weight_codes(rows, bits)
+        codes, scale = quantize_weight_codes(rows, bits, clip)
         return codes, scale, None
     b = int(round(bits))
     if b < 2 or b > 16 or abs(b - bits) > 1e-6:
         raise ValueError(f"asymmetric (zero point) quantization takes 2..16 bits, not {bits}")
-    return _asym_rows(rows, b)
+    return _asym_rows(rows, b, clip)
 
 
 def group_count(k: int, group: int | None) -> int:
@@ -210,7 +209,7 @@ class GroupQuant:
 
 
 def quantize_weight_groups(w: torch.Tensor, bits: float, group: int | None = None,
-                           zero_point: bool = False) -> GroupQuant:
+                           zero_point: bool = False, clip: bool = True) -> GroupQuant:
     """Round-to-nearest per group of ``group`` consecutive input elements of each output row.
 
     Args:
@@ -219,6 +218,7 @@ def quantize_weight_groups(w: torch.Tensor, bits: float, group: int | None = Non
         group: group length; None for per output channel. A row not divisible by it ends in one
             shorter group; a group longer than the row covers the whole row.
         zero_point: asymmetric (scale and zero point per group) instead of symmetric.
+        clip: the MSE clip search (default); False: full ranges (signed absmax when symmetric).
 
     Returns:
         A :class:`GroupQuant` (codes, ``[N, G]`` scales, zero points).
@@ -235,7 +235,7 @@ def quantize_weight_groups(w: torch.Tensor, bits: float, group: int | None = Non
     n, k = flat.shape
     g = k if group is None else min(int(group), k)
     full = k // g
-    out = [_rows_rtn(p, bits, zero_point) for p in split_groups(flat, group)]
+    out = [_rows_rtn(p, bits, zero_point, clip) for p in split_groups(flat, group)]
     codes = torch.cat([out[0][0].reshape(n, full * g)] + [o[0] for o in out[1:]], dim=1)
     scales = torch.cat([out[0][1].reshape(n, full)] + [o[1][:, None] for o in out[1:]], dim=1)
     zeros = None
@@ -277,15 +277,16 @@ def prune_mask(w: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 def compress_weight(w: torch.Tensor, bits: float, prune: float = 0.0, group: int | None = None,
-                    zero_point: bool = False) -> torch.Tensor:
-    """Prune by magnitude, then fake-quantize the survivors (pruned weights stay exactly 0)."""
+                    zero_point: bool = False, clip: bool = True) -> torch.Tensor:
+    """Prune by magnitude, then fake-quantize the survivors (pruned weights stay exactly 0);
+    ``clip`` as :func:`quantize_weight_groups`."""
     if prune > 0:
         mask = prune_mask(w, prune)
         w = w * mask
         if is_float(bits):
             return w
-        return fake_quant_weight(w, bits, group, zero_point) * mask
-    return fake_quant_weight(w, bits, group, zero_point)
+        return fake_quant_weight(w, bits, group, zero_point, clip) * mask
+    return fake_quant_weight(w, bits, group, zero_point, clip)
 
 
 def act_qparams(lo: float, hi: float, bits: int) -> tuple[float, float, int, int]:

@@ -7,12 +7,12 @@ one quantizer for the whole study.
   ``t`` policy; embeddings and the LM head weight-only, other layers as in the plain one), each
   scored by the PTQ evaluator in this process. Same weights, same size: only the input ranges
   differ. Prints the metric of each and the per-token / per-tensor ratio.
-* ``--quantizer-dim`` (digits): three searches of the same space ``w_bits [2, 3, 4, 8]``, ``a8``,
-  ``--points`` budget points, proxy ``quant_mse``, on a local Ray with ``--workers``: rtn for
-  the study, gptq for the study, and ``quantizer: [rtn, gptq]`` per layer. Prints each front
+* ``--quantizer-dim [A,B]`` (digits; default ``rtn,gptq``): three searches of the same space
+  ``w_bits [2, 3, 4, 8]``, ``a8``, ``--points`` budget points, proxy ``quant_mse``, on a local
+  Ray with ``--workers``: A for the study, B for the study, and ``quantizer: [A, B]`` per layer. Prints each front
   (size, accuracy of every allocated policy) and, per budget point, the per-layer front's accuracy over each single one.
 
-    python benchmarks/choice_dims.py [--token tiny-lm digits-vit] [--quantizer-dim] [--points 4]
+    python benchmarks/choice_dims.py [--token tiny-lm digits-vit] [--quantizer-dim [rtn,absmax]] [--points 4]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def token_table(spec: str) -> None:
         print(f"  a{a}: per-token / per-tensor = {got['token'] / got['tensor']:.4f}")
 
 
-def quantizer_dim(points: int, workers: int) -> None:
+def quantizer_dim(points: int, workers: int, pair: tuple[str, str] = ("rtn", "gptq")) -> None:
     from autocomp.report import study_points
     from autocomp.search import SearchConfig, run_search
     from autocomp.store import Store
@@ -55,9 +55,9 @@ def quantizer_dim(points: int, workers: int) -> None:
     d = Path(tempfile.mkdtemp())
     base = "name: q\nw_bits: [2, 3, 4, 8]\na_bits: [8]\n"
     (d / "one.yaml").write_text(base)
-    (d / "per_layer.yaml").write_text(base + "quantizer: [rtn, gptq]\n")
+    (d / "per_layer.yaml").write_text(base + f"quantizer: [{pair[0]}, {pair[1]}]\n")
     store = Store(f"sqlite:///{d / 'q.db'}")
-    runs = {"rtn": ("one.yaml", "rtn"), "gptq": ("one.yaml", "gptq"), "per-layer": ("per_layer.yaml", "rtn")}
+    runs = {pair[0]: ("one.yaml", pair[0]), pair[1]: ("one.yaml", pair[1]), "per-layer": ("per_layer.yaml", pair[0])}
     fronts = {}
     for name, (space, quantizer) in runs.items():
         t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def quantizer_dim(points: int, workers: int) -> None:
     print("\nper budget point (same label): per-layer accuracy / single quantizer's")
     for label, (size, acc, _) in fronts["per-layer"].items():
         row = [f"{label:<28} per-layer {acc:.4f}"]
-        for one in ("rtn", "gptq"):
+        for one in pair:
             if label in fronts[one]:
                 row.append(f"/{one} {acc / fronts[one][label][1]:.4f}")
         print("  " + "  ".join(row))
@@ -83,7 +83,8 @@ def quantizer_dim(points: int, workers: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--token", nargs="*", default=["tiny-lm", "digits-vit"])
-    ap.add_argument("--quantizer-dim", action="store_true")
+    ap.add_argument("--quantizer-dim", nargs="?", const="rtn,gptq", default=None,
+                    help="the two quantizers, comma-separated (default rtn,gptq)")
     ap.add_argument("--points", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
@@ -91,7 +92,7 @@ def main() -> None:
     for spec in a.token:
         token_table(spec)
     if a.quantizer_dim:
-        quantizer_dim(a.points, a.workers)
+        quantizer_dim(a.points, a.workers, tuple(a.quantizer_dim.split(",")))
 
 
 if __name__ == "__main__":

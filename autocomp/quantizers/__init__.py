@@ -36,6 +36,7 @@ __all__ = ["STATS", "LayerResult", "LayerStats", "NoQuantizerOptions", "Quantize
 
 _REGISTRY: Registry[type[Quantizer]] = Registry("quantizer", {
     "rtn": "autocomp.quantizers.rtn:RTNQuantizer",
+    "absmax": "autocomp.quantizers.absmax:AbsmaxQuantizer",
     "gptq": "autocomp.quantizers.gptq:GPTQQuantizer",
     "awq": "autocomp.quantizers.awq:AWQQuantizer",
     "bias_correction": "autocomp.quantizers.bias_correction:BiasCorrection",

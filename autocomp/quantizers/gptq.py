@@ -16,14 +16,12 @@ How it is done (Frantar et al., 2022, with our own choices where the paper leave
 * **Lazy blocks**: the rank-1 updates are applied inside a block of ``block`` columns; the block's
   errors update the later columns in one matrix product.
 * **Grid**: each group (``choice.group`` consecutive input columns in the *original* order, or the
-  whole row per channel) gets its scale at the moment the sweep first reaches one of the group's
-  columns, from the group's weights as updated by then. Symmetric: the signed absmax scale
-  (:func:`autocomp.quant.signed_absmax_scale`: the largest-magnitude weight on the code
-  ``-2^(b-1)``, no clipping; the column updates repair rounding, and a clipped outlier costs
-  more than a coarser step); ``clip=true`` uses rtn's MSE clip search instead
-  (:func:`autocomp.quant._rows_rtn`). Asymmetric: rtn's scale and zero point. Measured on tiny-lm,
-  digits and digits-vit (BENCHMARKS.md "Signed grids"), the absmax grid is the better default (the columns of a group the sweep has
-  not yet reached; pruned weights count as zero). Every column is then rounded on its group's
+  whole row per channel) gets its scale and zero point from :func:`autocomp.quant._rows_rtn`,
+  the RTN search with its MSE clip (``clip=false``: the full range, the symmetric grid's
+  largest weight on the code ``-2^(b-1)``; better in 8 of 9 symmetric cases on tiny-lm, digits
+  and digits-vit at 2-4 bits, BENCHMARKS.md "Signed symmetric grids"), at the moment the sweep
+  first reaches one of the group's columns, from the group's weights as updated by then (the
+  columns of a group the sweep has not yet reached; pruned weights count as zero). Every column is then rounded on its group's
   grid, so the result is exactly a :class:`~autocomp.quant.GroupQuant`: integer codes in range,
   one scale (and zero point) per group.
 * **act_order**: the sweep visits columns by decreasing ``H_jj`` (stable, so deterministic);
@@ -61,7 +59,7 @@ from dataclasses import dataclass
 import torch
 
 from autocomp.policy import Choice
-from autocomp.quant import TERNARY_BITS, _rows_rtn, is_float, prune_mask, signed_absmax_scale
+from autocomp.quant import TERNARY_BITS, _rows_rtn, is_float, prune_mask
 from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
 
 
@@ -77,14 +75,16 @@ class GPTQOptions:
             are already quantized, layer by layer in execution order (as the GPTQ paper), instead
             of the float model's, shared by every policy. Costs a calibration pass (up to the
             layer) per compressed layer for every policy (:mod:`autocomp.quantizers.sequential`).
-        clip: symmetric groups take rtn's MSE-clipped scale instead of the signed absmax one.
+        clip: each group's scale from rtn's MSE clip search (default); false: the full range,
+            nothing clipped (symmetric: the signed absmax scale, the largest weight on the code
+            ``-2^(b-1)``, NNCF's INT4_SYM grid; asymmetric: min..max).
     """
 
     damp: float = 0.01
     block: int = 128
     act_order: bool = False
     sequential: bool = False
-    clip: bool = False
+    clip: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) \
@@ -160,7 +160,7 @@ def hessian_factor(hessian: torch.Tensor, damp: float = 0.01, act_order: bool = 
 
 def gptq_weight(w: torch.Tensor, hessian: torch.Tensor, choice: Choice, damp: float = 0.01,
                 block: int = 128, act_order: bool = False, factor: HessianFactor | None = None,
-                clip: bool = False) -> torch.Tensor:
+                clip: bool = True) -> torch.Tensor:
     """The GPTQ-compressed ``w`` for ``choice`` (integer bits 2..16 or float bits with pruning).
 
     Args:
@@ -225,7 +225,7 @@ class _FloatGrid:
 class _Grids:
     """The per-group grids of one sweep: each set when the sweep first reaches its group."""
 
-    def __init__(self, choice: Choice, perm: torch.Tensor, n: int, clip: bool = False):
+    def __init__(self, choice: Choice, perm: torch.Tensor, n: int, clip: bool = True):
         k = perm.numel()
         self.bits, self.zero_point, self.clip = choice.w_bits, choice.zero_point, clip
         b = int(round(choice.w_bits))
@@ -246,11 +246,7 @@ class _Grids:
     def column(self, col: int, w: torch.Tensor, current) -> torch.Tensor:
         j = self.group_of[col]
         if self.scale[j] is None:
-            rows = current(self.members[j])
-            if self.zero_point or self.clip:
-                _, scale, zero = _rows_rtn(rows, self.bits, self.zero_point)
-            else:
-                scale, zero = signed_absmax_scale(rows, int(round(self.bits))), None
+            _, scale, zero = _rows_rtn(current(self.members[j]), self.bits, self.zero_point, self.clip)
             self.scale[j], self.zero[j] = scale, zero
         s, z = self.scale[j], self.zero[j]
         if z is None:

@@ -29,6 +29,8 @@ CASES = [
     ("option-bad-value", [*NEW, "--quantizer", "gptq(damp=-1)"], "damp", ("{dir}/quantizer.db",)),
     ("option-unreadable", [*SEARCH, "--quantizer", "gptq(act_order="], "cannot read", ()),
     ("option-not-literal", [*SEARCH, "--quantizer", "gptq(damp=__import__)"], "gptq", ()),
+    ("absmax-takes-no-option", [*SEARCH, "--quantizer", "absmax(clip=True)"], "has no option 'clip'", ()),
+    ("gptq-clip-not-bool", [*NEW, "--quantizer", "gptq(clip=1)"], "clip must be true or false", ("{dir}/quantizer.db",)),
     # the good study was evaluated with rtn: another quantizer is refused (after loading the model)
     ("resume-other-quantizer", [*SEARCH, "--quantizer", "gptq"], "evaluated with quantizer 'rtn', not 'gptq'", ()),
 ]

@@ -157,9 +157,9 @@ def test_clip_searches_run_once_per_layer_not_once_per_alpha(digits_layers, monk
     calls = {"mse": 0, "ratios": []}
     real_codes, real_clipped = quant.quantize_weight_codes, awq._clipped
 
-    def codes(w, bits):
+    def codes(w, bits, *rest):
         calls["mse"] += 1
-        return real_codes(w, bits)
+        return real_codes(w, bits, *rest)
 
     def clipped(rows, bits, zero_point, ratio):
         calls["ratios"].append(ratio)

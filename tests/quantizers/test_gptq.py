@@ -18,7 +18,7 @@ import torch
 from autocomp.errors import AutocompError
 from autocomp.modules import weight_of
 from autocomp.policy import Choice
-from autocomp.quant import _rows_rtn, compress_weight, prune_mask, signed_absmax_scale
+from autocomp.quant import _rows_rtn, compress_weight, prune_mask
 from autocomp.quantizers import collect_stats, get_quantizer
 from autocomp.quantizers.gptq import _inverse_cholesky_upper, gptq_weight
 from autocomp.testing.quantizers import assert_representable
@@ -99,11 +99,7 @@ def reference_obq(w: torch.Tensor, h: torch.Tensor, choice: Choice, damp: float 
         rest = order[t:]
         if j // g not in grids:
             cols = list(range((j // g) * g, min((j // g + 1) * g, k)))
-            rows = (W[:, cols] * keep[:, cols]).float()
-            if clip or choice.zero_point:
-                _, s, z = _rows_rtn(rows, choice.w_bits, choice.zero_point)
-            else:   # gptq's default symmetric grid: the signed absmax scale
-                s, z = signed_absmax_scale(rows, int(choice.w_bits)), None
+            _, s, z = _rows_rtn((W[:, cols] * keep[:, cols]).float(), choice.w_bits, choice.zero_point, clip)
             grids[j // g] = (s.double(), None if z is None else z.double())
         s, z = grids[j // g]
         b = int(choice.w_bits)

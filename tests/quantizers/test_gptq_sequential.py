@@ -89,8 +89,8 @@ def test_output_error_on_the_calibration_data_not_above_the_shared_mode(mlp):
     x = torch.cat(batches)
     with torch.no_grad():
         y = net(x)
-        # on rtn's clipped grid (clip=true); on the default absmax grid this MLP's shared mode is
-        # the better one at 2 bits (0.53 against 0.70): sequential is an option, not a default
+        # on the default (clipped) grid; with clip=false this MLP's shared mode is the better one
+        # at 2 bits (0.53 against 0.70): sequential is an option, not a default
         errs = {s: float(((get_quantizer("gptq", sequential=s, clip=True).apply(net, pol, stats=shared, batches=batches)(x)
                            - y) ** 2).mean()) for s in (False, True)}
     assert errs[True] <= errs[False], errs

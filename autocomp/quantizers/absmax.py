@@ -1,0 +1,43 @@
+"""``absmax``: round-to-nearest on the full range, no clip search (the signed absmax grid).
+
+Each channel's or group's scale puts its largest-magnitude weight exactly on the grid's extra
+code ``-2^(b-1)`` (:func:`autocomp.quant.signed_absmax_scale`; NNCF's INT4_SYM and most LLM
+weight compressors round this way); asymmetric choices take the full min..max range. Nothing is
+clipped, so outliers are kept exactly, at the price of a coarser step for the rest of the row.
+rtn instead picks, per row, the clipped range with the smallest weight MSE: which of the two is
+better depends on the model and the bits, not on anything a data-free quantizer can see
+(BENCHMARKS.md "Signed symmetric grids": absmax wins on ``digits`` at 2 bits and on ``tiny-lm``
+at 4, rtn on ``digits-vit``). Offer both per layer (``quantizer: [rtn, absmax]`` in a search
+space) and the proxies score each (layer, choice) under each, so the allocator picks.
+Magnitude pruning first, as rtn; binary and ternary choices are rtn's (their grids have no clip).
+Needs no statistics.
+
+Example:
+    >>> import torch
+    >>> from autocomp.policy import Choice
+    >>> from autocomp.quantizers import get_quantizer
+    >>> lin = torch.nn.Linear(16, 4)
+    >>> w = get_quantizer("absmax").quantize_layer("l", lin, Choice(3, 32), None).weight
+    >>> bool(torch.equal(w.abs().amax(dim=1), lin.weight.abs().amax(dim=1)))   # extremes kept exactly
+    True
+"""
+from __future__ import annotations
+
+import torch
+
+from autocomp.modules import weight_of
+from autocomp.policy import Choice
+from autocomp.quant import compress_weight
+from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
+
+
+class AbsmaxQuantizer(Quantizer):
+    """Round each weight to the nearest code of its channel's or group's full-range grid."""
+
+    name = "absmax"
+
+    def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
+                       stats: LayerStats | None) -> LayerResult:
+        w = weight_of(module).detach()
+        return LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point,
+                                           clip=False))

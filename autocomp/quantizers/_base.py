@@ -122,7 +122,8 @@ class Quantizer:
         raise NotImplementedError
 
     def start_layer(self, name: str, module: torch.nn.Module, choice: Choice, stats: LayerStats | None,
-                    fallback: bool = False, prunes_float: bool = False) -> tuple[torch.Tensor, LayerResult | None]:
+                    fallback: bool = False, prunes_float: bool = False,
+                    clip: bool = True) -> tuple[torch.Tensor, LayerResult | None]:
         """How a quantizer that uses statistics opens :meth:`quantize_layer`: the layer's float
         weight (detached, output channels first) and the result to return at once, or None when
         the layer is this quantizer's work, ``stats`` then checked to hold :attr:`needs`.
@@ -130,7 +131,8 @@ class Quantizer:
         The result at once is the weight as is for float bits without pruning, else rtn's
         (:func:`autocomp.quant.compress_weight`) for an embedding (no input statistics), for float
         bits with pruning (unless ``prunes_float``: the quantizer prunes itself) and when
-        ``fallback`` (a choice the quantizer does not take).
+        ``fallback`` (a choice the quantizer does not take), on rtn's clipped grid or, with
+        ``clip=False``, the full range (the quantizer's own grid choice, ``gptq(clip=false)``).
 
         Example:
             >>> from autocomp.quantizers import get_quantizer
@@ -142,7 +144,8 @@ class Quantizer:
         if is_float(choice.w_bits) and choice.prune <= 0:
             return w, LayerResult(w.clone())
         if is_embedding(module) or fallback or (is_float(choice.w_bits) and not prunes_float):
-            return w, LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point))
+            return w, LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point,
+                                                  clip=clip))
         require_stats(self, name, stats)
         return w, None
 

@@ -33,7 +33,8 @@ How it is done (Frantar et al., 2022, with our own choices where the paper leave
   (ties as :func:`autocomp.quant.prune_mask`). Pruned weights are exactly zero and their removal
   error is compensated like a rounding error. Float bits with ``prune > 0`` prune only.
 * **Fallbacks to rtn**: binary and ternary bits (1, 1.58: their grids are per-channel mean-|w|
-  scales that a column sweep cannot keep fixed), and embeddings (no input Hessian).
+  scales that a column sweep cannot keep fixed), and embeddings (no input Hessian); on rtn's grid, or
+  the full range under ``clip=false``.
 
 A linear or convolution layer without a ``hessian`` statistic is a ``ValueError``.
 
@@ -110,7 +111,7 @@ class GPTQQuantizer(Quantizer):
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:
         w, done = self.start_layer(name, module, choice, stats, fallback=_binary_or_ternary(choice.w_bits),
-                                   prunes_float=True)
+                                   prunes_float=True, clip=self.options.clip)
         if done is not None:
             return done
         o = self.options

@@ -60,3 +60,13 @@ def test_per_layer_beside_rtn(digits):
     for i, n in enumerate(names):
         assert torch.equal(mods[n].weight, alone["absmax" if i % 2 else "rtn"][n].weight), n
     assert any(not torch.equal(alone["rtn"][n].weight, alone["absmax"][n].weight) for n in names)
+
+
+def test_gptq_without_clip_rounds_its_fallback_layers_on_the_full_range_too():
+    """gptq(clip=false)'s embeddings (no Hessian: rtn's rounding) take the absmax grid, as its
+    swept layers do; the default keeps rtn's clipped grid."""
+    emb = torch.nn.Embedding(30, 16)
+    full = get_quantizer("gptq", clip=False).quantize_layer("e", emb, Choice(3, 32), None).weight
+    assert torch.equal(full, get_quantizer("absmax").quantize_layer("e", emb, Choice(3, 32), None).weight)
+    clipped = get_quantizer("gptq").quantize_layer("e", emb, Choice(3, 32), None).weight
+    assert torch.equal(clipped, compress_weight(emb.weight.detach(), 3)) and not torch.equal(clipped, full)

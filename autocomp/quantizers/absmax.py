@@ -24,21 +24,11 @@ Example:
 """
 from __future__ import annotations
 
-import torch
-
-from autocomp.modules import weight_of
-from autocomp.policy import Choice
-from autocomp.quant import compress_weight
-from autocomp.quantizers._base import LayerResult, LayerStats, Quantizer
+from autocomp.quantizers.rtn import RTNQuantizer
 
 
-class AbsmaxQuantizer(Quantizer):
-    """Round each weight to the nearest code of its channel's or group's full-range grid."""
+class AbsmaxQuantizer(RTNQuantizer):
+    """rtn on the full-range grid: each channel's or group's extreme weight on the extra code."""
 
     name = "absmax"
-
-    def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
-                       stats: LayerStats | None) -> LayerResult:
-        w = weight_of(module).detach()
-        return LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point,
-                                           clip=False))
+    clip = False

@@ -27,8 +27,11 @@ class RTNQuantizer(Quantizer):
     """Round each weight to the nearest code of its channel's or group's grid."""
 
     name = "rtn"
+    #: the MSE clip search of :mod:`autocomp.quant` (False: the full range, :mod:`.absmax`)
+    clip = True
 
     def quantize_layer(self, name: str, module: torch.nn.Module, choice: Choice,
                        stats: LayerStats | None) -> LayerResult:
         w = weight_of(module).detach()
-        return LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point))
+        return LayerResult(compress_weight(w, choice.w_bits, choice.prune, choice.group, choice.zero_point,
+                                           clip=self.clip))

@@ -25,6 +25,7 @@ CASES = [
     ("nas-samples-with-qat", ["--trials", "qat", "--nas-samples", "3"], "--nas-samples applies to --trials nas"),
     ("top-with-nas", ["--trials", "nas", "--nas-samples", "3", "--top", "2"], "--top applies to --trials qat"),
     ("nas-without-samples", ["--trials", "nas"], "--trials nas needs --nas-samples"),
+    ("qat-device-option", ["--trials", "qat", "--qat", "device=cuda"], "device is not a trial option: use --device"),
 ]
 
 
@@ -46,7 +47,7 @@ def test_bad_trials_option_is_one_line_exit_2(case, capfd, tmp_path, monkeypatch
 
 # -- the same options given on resume: the existing study's rows do not change ---------------------
 ON_RESUME = ("unknown-trials", "top-without-trials", "qat-unknown-option", "qat-bad-value", "steps-disagree",
-             "top-with-nas", "nas-without-samples")
+             "top-with-nas", "nas-without-samples", "qat-device-option")
 RESUME_CASES = [c for c in CASES if c[0] in ON_RESUME]
 TABLES = ("autocomp_studies", "autocomp_policies", "autocomp_evaluations")
 

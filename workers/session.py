@@ -55,7 +55,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
             check_reachable(address)
             if address.startswith("ray://"):
                 check_ray_client(address)
-            ray.init(address=address, **kwargs)
+                _init_client(ray, address, kwargs)
+            else:
+                ray.init(address=address, **kwargs)
         else:
             # "local" always starts a fresh instance: a bare ray.init() would silently join any
             # `ray start` cluster left running on this machine.
@@ -63,13 +65,46 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, model: s
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         where = address or "a local instance"
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if address and address.startswith("ray://") and isinstance(e, ConnectionError):
+        why = _reason(e)
+        if (address and address.startswith("ray://") and isinstance(e, ConnectionError)
+                and "Initialization failure" not in str(e)):
             why += " (is the cluster's Ray Client server port, 10001 by default, open to this machine?)"
         raise AutocompError(f"cannot connect to Ray at {where}: {why}") from e
     if before is not None:
         signal.signal(signal.SIGTERM, before)
     return ray
+
+
+# What the head's Ray Client server answers when the server it starts for this connection did not
+# come up in time (it waits 30 s: RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S on the head): a loaded
+# head, not a wrong setting, so the connection is tried again.
+_TRANSIENT = ("Proxy failed to Connect to backend", "Starting Ray client server failed")
+CLIENT_ATTEMPTS = 3
+
+
+def _init_client(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
+    """``ray.init("ray://...")``, tried again (up to :data:`CLIENT_ATTEMPTS` times in all) while
+    the head reports that the server it starts for each client connection did not come up."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except ConnectionError as e:
+            if attempt == CLIENT_ATTEMPTS or not any(t in str(e) for t in _TRANSIENT):
+                raise
+            print(f"ray: {address}: the head's client server did not start in time ({_reason(e)}); "
+                  f"connecting again ({attempt + 1}/{CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
+
+
+def _reason(e: BaseException) -> str:
+    """One line saying why Ray refused: the exception's first line, and where that only announces
+    the server's traceback ("Initialization failure from server:"), the traceback's last line."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
 
 
 _CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

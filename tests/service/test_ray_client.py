@@ -84,7 +84,7 @@ def _group_members(pgid: int) -> list[int]:
 class RayHead:
     """A Ray head with a Ray Client server on loopback, started and stopped by this test only."""
 
-    def __init__(self) -> None:
+    def __init__(self, **head_env: str) -> None:
         # Short: Ray's unix sockets live under the temp dir (108-byte path limit).
         self.root = Path(tempfile.mkdtemp(prefix="acrc-"))
         self.temp_dir = self.root / "ray"
@@ -108,7 +108,7 @@ class RayHead:
         self.log = self.root / "ray-start.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=_env(**self.auth_env), start_new_session=True)
+                                         env=_env(**self.auth_env, **head_env), start_new_session=True)
         self.address = f"ray://127.0.0.1:{self.client_port}"
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -126,6 +126,15 @@ class RayHead:
                     raise RuntimeError(f"no Ray Client server on port {self.client_port}:\n"
                                        f"{self.log.read_text()[-3000:]}") from None
                 time.sleep(0.2)
+
+    def server_logs(self, limit: int = 4000) -> str:
+        """The tails of the head's Ray Client server logs (the proxy's and each connection's)."""
+        out = []
+        for f in sorted((self.session_dir() / "logs").glob("ray_client_server*")):
+            text = f.read_text(errors="replace")[-limit:]
+            if text.strip():
+                out.append(f"--- {f.name}\n{text}")
+        return "\n".join(out)
 
     def session_dir(self) -> Path:
         return (self.temp_dir / "session_latest").resolve()
@@ -155,7 +164,9 @@ class RayHead:
 
 @pytest.fixture(scope="module")
 def head():
-    h = RayHead()
+    # The head gives the server it starts for each client connection 120 s to come up (Ray's
+    # default is 30 s), as an administrator of a loaded head would.
+    h = RayHead(RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="120")
     try:
         h.wait_ready()
         yield h
@@ -185,7 +196,7 @@ def test_search_over_ray_client(head, user_code, tmp_path):
     r = _search(folder, db, "client", env=_env(**head.auth_env),
                 args=("--address", head.address, "--model", "wl.py:make", "--json"))
     took = time.monotonic() - t0
-    assert r.returncode == 0, f"exit {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    assert r.returncode == 0, f"exit {r.returncode}:\n{r.stdout}\n{r.stderr}\n{head.server_logs()}"
     for stage in ("start ray", "proxy quant_mse", "evaluate"):
         assert stage in r.stderr
 
@@ -238,3 +249,32 @@ def test_ray_client_not_installed_is_one_line(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         "error: cannot connect to Ray at ray://127.0.0.1:9: Ray Client (ray://) is not installed: "
         "pip install 'autocomp[client]' (or 'ray[client]')")
+
+
+def test_client_server_that_never_comes_up_is_retried_then_one_line(tmp_path):
+    """A head whose per-connection server never becomes ready in time (its wait set to 0 s): the
+    connection is tried again, then one line that carries the head's own reason; nothing stored."""
+    from autocomp.workers.session import CLIENT_ATTEMPTS
+
+    h = RayHead(RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="0")
+    try:
+        h.wait_ready()
+        db = tmp_path / "study.db"
+        # A short reconnect grace period: each failed attempt's teardown takes ~10 s, not ~30 s.
+        r = _search(tmp_path, f"sqlite:///{db}", "never",
+                    env=_env(**h.auth_env, RAY_CLIENT_RECONNECT_GRACE_PERIOD="2"),
+                    args=("--address", h.address, "--model", "digits"))
+    finally:
+        h.stop()
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    err = r.stderr.strip().splitlines()
+    assert sum("connecting again" in ln for ln in err) == CLIENT_ATTEMPTS - 1, r.stderr
+    assert err[-1].startswith(f"error: cannot connect to Ray at {h.address}: Initialization failure from server: ")
+    assert "Proxy failed to Connect to backend" in err[-1] and "open to this machine" not in err[-1]
+    if db.exists():   # nothing of the study was written
+        store = Store(f"sqlite:///{db}")
+        try:
+            assert store.list_studies() == []
+        finally:
+            store.dispose()

@@ -30,6 +30,11 @@ def fail(msg: str, code: int = 2) -> None:
 
 
 def _first_line(e: BaseException) -> str:
+    # An error raised in a Ray worker arrives as Ray's RayTaskError (of the same class), whose
+    # text starts with "ray::task() (pid=..., ip=...)" and a traceback: say the worker's own error.
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException) and type(e).__name__.startswith("RayTaskError"):
+        e = cause
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 

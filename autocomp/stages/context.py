@@ -40,6 +40,7 @@ class StudyContext:
     cm: CostModel
     limits: Limits
     quality: str = "accuracy"
+    digest: str | None = None   # :func:`autocomp.stages.profile.workload_digest` (None: not known)
 
     @property
     def names(self) -> list[str]:
@@ -51,19 +52,20 @@ class StudyContext:
                 "budget_text": self.budget.describe(), "space_def": self.space.to_dict(),
                 "total_params": self.cm.total_params, "fp32": {m: self.cm.fp32(m) for m in self.cm.metrics},
                 "front_costs": list(self.budget.metrics),
-                **({} if self.cm.layout is None else {"file_layout": self.cm.layout.to_dict()})}
+                **({} if self.cm.layout is None else {"file_layout": self.cm.layout.to_dict()}),
+                **({} if self.digest is None else {"workload_digest": self.digest})}
 
     def with_layout(self, layout: FileLayout | None) -> "StudyContext":
         """The same study inputs under another size accounting (None: that of earlier studies)."""
         return make_context(self.spec, self.layers, self.space, self.budget, self.cm.total_params,
-                            self.cm.latency_table, self.quality, layout)
+                            self.cm.latency_table, self.quality, layout, self.digest)
 
 
 def make_context(spec: str, layers: Sequence[LayerInfo], space: SearchSpace, budget: Budget,
                  total_params: int | None, latency_table: Any = None, quality: str = "accuracy",
-                 layout: FileLayout | None = None) -> StudyContext:
+                 layout: FileLayout | None = None, digest: str | None = None) -> StudyContext:
     cm = CostModel(layers, total_params=total_params, latency_table=latency_table, layout=layout)
-    return StudyContext(spec, tuple(layers), space, budget, cm, budget.resolve(cm), quality)
+    return StudyContext(spec, tuple(layers), space, budget, cm, budget.resolve(cm), quality, digest)
 
 
 def load_context(store: Store, study: StudyInfo) -> StudyContext:
@@ -80,4 +82,5 @@ def load_context(store: Store, study: StudyInfo) -> StudyContext:
         table = load_latency_table(cfg["latency_table"])
     return make_context(cfg["model"], layers, space_from_dict(cfg["space_def"]), Budget.from_dict(cfg["budget"]),
                         cfg.get("total_params"), table, cfg.get("quality", "accuracy"),
-                        FileLayout.from_dict(cfg["file_layout"]) if cfg.get("file_layout") else None)
+                        FileLayout.from_dict(cfg["file_layout"]) if cfg.get("file_layout") else None,
+                        cfg.get("workload_digest"))

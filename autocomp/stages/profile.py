@@ -34,9 +34,78 @@ def profile(workload: Workload, budget: Budget, space: SearchSpace, latency_tabl
     if not layers:
         raise AutocompError(f"model {workload.spec or workload.name!r} has no Conv1d/Conv2d/Linear layer to compress")
     ctx = make_context(workload.spec or workload.name, layers, space, budget, model_param_count(model),
-                       latency_table, workload.quality, file_layout(model, layers))
+                       latency_table, workload.quality, file_layout(model, layers), workload_digest(workload, model))
     check_feasible(layers, space.resolved_choices(layers).choices, ctx.limits, ctx.cm)
     return ctx
+
+
+def workload_digest(workload: Workload, model: Any) -> str:
+    """A fingerprint of what a study's evaluations depend on besides the policy: the inputs of the
+    workload's calibration and evaluation batches (every byte) and their integer targets (labels,
+    token ids), the training batches and the float weights sampled (each tensor's shape, dtype and
+    up to 4,096 of its values, evenly spaced, so a 7B model costs no more than a small one).
+    Floating-point targets (an encoder's fp32 outputs, computed when the workload loads) count
+    by shape only: their last bits may differ between machines. Stored with a new study; resuming
+    the study on other data or weights is refused (:func:`check_profile`) instead of mixing their
+    results in one front.
+
+    Example:
+        >>> import torch
+        >>> from autocomp.workload import Workload
+        >>> batch = [(torch.ones(1, 2), torch.zeros(1, dtype=torch.long))]
+        >>> wl = Workload("w", lambda: torch.nn.Linear(2, 2), calib=batch, eval=batch)
+        >>> m = wl.model()
+        >>> workload_digest(wl, m) == workload_digest(wl, m), len(workload_digest(wl, m))
+        (True, 16)
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.blake2b(digest_size=8)
+
+    def feed(obj: Any, floats: bool = True, sample: bool = False) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel() == 0 or t.device.type == "meta" or (t.is_floating_point() and not floats):
+                return
+            flat = t.reshape(-1)
+            if sample:
+                flat = flat[::max(1, flat.numel() // 4096)][:4096]
+            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                h.update(str(k).encode())
+                feed(obj[k], floats, sample)
+        elif isinstance(obj, (list, tuple)):
+            h.update(b"[")
+            for item in obj:
+                feed(item, floats, sample)
+            h.update(b"]")
+        elif isinstance(obj, (int, float, str, bool)) or obj is None:
+            h.update(repr(obj).encode())
+        else:   # an object of the user's own: its type only
+            h.update(type(obj).__qualname__.encode())
+
+    def feed_split(batches: Any, sample: bool = False) -> None:
+        for batch in batches or ():
+            if isinstance(batch, (tuple, list)) and len(batch) == 2:
+                feed(batch[0], sample=sample)
+                feed(batch[1], floats=False, sample=sample)
+            else:
+                feed(batch, sample=sample)
+            h.update(b";")
+
+    for split in ("calib", "eval"):
+        h.update(split.encode())
+        feed_split(getattr(workload, split, None))
+    h.update(b"train")
+    feed_split(getattr(workload, "train", None), sample=True)
+    for name, p in model.state_dict().items():
+        h.update(name.encode())
+        feed(p, sample=True)
+    return h.hexdigest()
 
 
 def load_profiled(spec: str, space: SearchSpace, stages: Stages | None = None):
@@ -65,6 +134,11 @@ def check_profile(store: Store, study: StudyInfo, ctx: StudyContext) -> None:
     if stored and [l.to_dict() for l in stored] != [l.to_dict() for l in ctx.layers]:
         raise AutocompError(f"study {study.name!r} holds a different profile of {ctx.spec!r} "
                             "(the model changed since): pick another --study name")
+    before = study.config.get("workload_digest")
+    if before is not None and ctx.digest is not None and before != ctx.digest:
+        raise AutocompError(f"study {study.name!r} was evaluated on other weights or data of {ctx.spec!r} "
+                            "(its calibration or evaluation data, or its weights, changed since): "
+                            "pick another --study name")
 
 
 def stored_accounting(store: Store, study: StudyInfo, ctx: StudyContext) -> StudyContext:

@@ -94,6 +94,22 @@ def lm_splits(ids: Sequence[int], seq_len: int, n_calib: int = N_CALIB, n_eval: 
     return batched(cal, batch), batched(ev, batch)
 
 
+def spread(b: torch.Tensor, n: int, offset: float = 0.0) -> torch.Tensor:
+    """``n`` rows of ``b`` at even steps through it (row ``floor((i + offset) * len(b) / n)``),
+    so a split drawn from a long stream covers all of it rather than its start.
+
+    Example:
+        >>> spread(torch.arange(10).reshape(10, 1), 3).flatten().tolist()
+        [0, 3, 6]
+        >>> spread(torch.arange(10).reshape(10, 1), 3, 0.5).flatten().tolist()
+        [1, 5, 8]
+    """
+    if not 0 < n <= len(b):
+        raise ValueError(f"cannot spread {n} rows over {len(b)}")
+    idx = torch.tensor([int((i + offset) * len(b) / n) for i in range(n)], dtype=torch.long)
+    return b[idx.clamp(max=len(b) - 1)]
+
+
 def batched(b: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(ids, ids)`` batches of at most ``batch`` rows of ``b``."""
     return [(b[i:i + batch], b[i:i + batch]) for i in range(0, len(b), batch)]

@@ -403,3 +403,18 @@ def test_underscore_prefix_exports_only_its_own_policy(bad, capfd, tmp_path):
     code, out, err = run_cli(["front", "export", GOOD, "22aa", "-o", str(out_file), "--db", bad["db"]], capfd)
     assert code == 0, out + err
     assert '"22aa901df4a1"' in out_file.read_text() or "22aa901df4a1" in out
+
+
+def test_an_error_raised_in_a_ray_worker_is_said_as_the_worker_said_it():
+    """A worker's AutocompError reaches the CLI as Ray's RayTaskError (of the same class): the
+    error line is the worker's message, not Ray's "ray::task() (pid=...)" header."""
+    from ray.exceptions import RayTaskError
+
+    from autocomp.cli._common import _first_line
+    from autocomp.errors import ModelSpecError
+
+    cause = ModelSpecError("model spec 'wl.py:make': no such file '/elsewhere/wl.py'")
+    wrapped = RayTaskError("run_part", "Traceback (most recent call last):\n  ...", cause).as_instanceof_cause()
+    assert isinstance(wrapped, ModelSpecError) and "(pid=" in str(wrapped).splitlines()[0]
+    assert _first_line(wrapped) == str(cause)
+    assert _first_line(ModelSpecError("plain\nsecond line")) == "plain"

@@ -77,3 +77,26 @@ def test_plot_report_and_compare_on_perplexity(searched, tmp_path):
     r = runner.invoke(app, ["studies", "compare", "lm", "lm", "--db", db])
     assert r.exit_code == 0, r.output
     assert "best perplexity" in r.output
+
+
+def test_splits_span_the_streams_and_the_held_out_blocks_are_never_evaluated(tiny_lm):
+    """Version 2: evaluation and calibration blocks are drawn over the whole streams, and the
+    held-out split (for benchmarks) shares no block with the evaluation split."""
+    import torch
+
+    from autocomp.workloads.tiny_lm import N_EVAL, N_TEST, SEQ, byte_streams, held_out_split
+    from autocomp.workloads.text import blocks
+
+    train, val = byte_streams()
+    vb = blocks(val, SEQ)
+    ev = torch.cat([x for x, _ in tiny_lm.eval])
+    test = torch.cat([x for x, _ in held_out_split()])
+    assert len(ev) == N_EVAL and len(test) == N_TEST
+    rows = {tuple(r.tolist()): i for i, r in enumerate(vb)}
+    ev_at = sorted(rows[tuple(r.tolist())] for r in ev)
+    test_at = {rows[tuple(r.tolist())] for r in test}
+    assert ev_at[0] == 0 and ev_at[-1] > 0.95 * len(vb)      # from the start to the end of the stream
+    assert not set(ev_at) & test_at
+    cal = torch.cat([x for x, _ in tiny_lm.calib])
+    tb = {tuple(r.tolist()): i for i, r in enumerate(blocks(train, SEQ))}
+    assert max(tb[tuple(r.tolist())] for r in cal) > 0.95 * len(tb)

@@ -32,6 +32,9 @@ How it is done (Frantar et al., 2022, with our own choices where the paper leave
   the later columns left to compensate), keeping exactly ``round((1 − prune)·N·K)`` weights
   (ties as :func:`autocomp.quant.prune_mask`). Pruned weights are exactly zero and their removal
   error is compensated like a rounding error. Float bits with ``prune > 0`` prune only.
+* **Grouped convolutions** (``groups > 1``, depthwise ones included): each group of output
+  channels is swept on its own, with the diagonal block of the input Hessian that its input
+  channels give (:func:`group_hessians`).
 * **Fallbacks to rtn**: binary and ternary bits (1, 1.58: their grids are per-channel mean-|w|
   scales that a column sweep cannot keep fixed), and embeddings (no input Hessian); on rtn's grid, or
   the full range under ``clip=false``.
@@ -115,12 +118,39 @@ class GPTQQuantizer(Quantizer):
         if done is not None:
             return done
         o = self.options
-        key = ("gptq", o.damp, o.act_order)
+        groups = int(getattr(module, "groups", 1) or 1)
+        if groups > 1:   # a grouped (depthwise) convolution: each group of rows sees its own inputs
+            return LayerResult(torch.cat([self._sweep(wg, h, choice, stats, ("group", g)) for g, (wg, h)
+                                          in enumerate(zip(w.float().chunk(groups), group_hessians(stats.hessian, groups)))]))
+        return LayerResult(self._sweep(w.float(), stats.hessian, choice, stats, ()))
+
+    def _sweep(self, w: torch.Tensor, hessian: torch.Tensor, choice: Choice, stats: LayerStats,
+               part: tuple) -> torch.Tensor:
+        o = self.options
+        key = ("gptq", o.damp, o.act_order, *part)
         factor = stats.derived.get(key)
         if factor is None:
-            factor = stats.derived[key] = hessian_factor(stats.hessian, damp=o.damp, act_order=o.act_order)
-        return LayerResult(gptq_weight(w.float(), stats.hessian, choice, damp=o.damp, block=o.block,
-                                       act_order=o.act_order, factor=factor, clip=o.clip))
+            factor = stats.derived[key] = hessian_factor(hessian, damp=o.damp, act_order=o.act_order)
+        return gptq_weight(w, hessian, choice, damp=o.damp, block=o.block, act_order=o.act_order, factor=factor,
+                           clip=o.clip)
+
+
+def group_hessians(hessian: torch.Tensor, groups: int) -> list[torch.Tensor]:
+    """The diagonal blocks of a grouped convolution's input Hessian, one per group.
+
+    The statistic is collected over every input channel's patches (``in*kh*kw`` columns, channel
+    major); group ``g`` of a convolution with ``groups`` groups reads channels
+    ``g*in/groups .. (g+1)*in/groups - 1`` only, so its rows see the ``g``-th diagonal block.
+
+    Example:
+        >>> [b.tolist() for b in group_hessians(torch.arange(16.0).reshape(4, 4), 2)]
+        [[[0.0, 1.0], [4.0, 5.0]], [[10.0, 11.0], [14.0, 15.0]]]
+    """
+    k = hessian.shape[0]
+    if k % groups:
+        raise ValueError(f"a hessian of {k} columns does not split into {groups} groups")
+    s = k // groups
+    return [hessian[g * s:(g + 1) * s, g * s:(g + 1) * s] for g in range(groups)]
 
 
 def _binary_or_ternary(bits: float) -> bool:

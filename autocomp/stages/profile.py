@@ -7,11 +7,11 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from autocomp.allocators import check_feasible
 from autocomp.budget import Budget
-from autocomp.errors import AutocompError
+from autocomp.errors import AutocompError, InfeasibleBudget
 from autocomp.progress import Stages
 from autocomp.layout import file_layout
 from autocomp.profile import model_param_count, profile_model
@@ -35,8 +35,52 @@ def profile(workload: Workload, budget: Budget, space: SearchSpace, latency_tabl
         raise AutocompError(f"model {workload.spec or workload.name!r} has no Conv1d/Conv2d/Linear layer to compress")
     ctx = make_context(workload.spec or workload.name, layers, space, budget, model_param_count(model),
                        latency_table, workload.quality, file_layout(model, layers), workload_digest(workload, model))
-    check_feasible(layers, space.resolved_choices(layers).choices, ctx.limits, ctx.cm)
+    try:
+        check_feasible(layers, space.resolved_choices(layers).choices, ctx.limits, ctx.cm)
+    except InfeasibleBudget as e:
+        hint = uncompressed_hint(model, layers) if "achievable size=" in str(e) else ""
+        if hint:
+            raise InfeasibleBudget(f"{e}; {hint}", e.minimum) from None
+        raise
     return ctx
+
+
+def uncompressed_hint(model: Any, layers: Sequence[Any], share: float = 0.1) -> str:
+    """Where a size floor comes from when ``share`` or more of the parameters are in no layer
+    autocomp compresses (they stay fp32): that share and the largest such tensors, by name.
+    ``""`` below ``share``. A packed ``torch.nn.MultiheadAttention`` projection
+    (``in_proj_weight``) is the usual one: it is a parameter of no Linear.
+
+    Example:
+        >>> import torch
+        >>> from autocomp.profile import profile_model
+        >>> m = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        >>> m.register_parameter("table", torch.nn.Parameter(torch.zeros(64, 8)))
+        >>> uncompressed_hint(m, profile_model(m, torch.zeros(1, 8)))
+        '88% of the parameters are in no Conv1d/Conv2d/Linear/Embedding layer and stay fp32: table [64, 8]'
+    """
+    mods = dict(model.named_modules())
+    owned = set()
+    for layer in layers:
+        for n in (layer.name, *getattr(layer, "aliases", ())):
+            if n in mods:
+                owned.update(p.data_ptr() for p in mods[n].parameters(recurse=False))
+    seen, total, rest = set(), 0, []
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel()
+        if p.data_ptr() not in owned:
+            rest.append((p.numel(), name, tuple(p.shape)))
+    left = sum(n for n, _, _ in rest)
+    if not total or left < share * total:
+        return ""
+    rest.sort(key=lambda r: (-r[0], r[1]))
+    shown = ", ".join(f"{name} [{', '.join(map(str, shape))}]" for _, name, shape in rest[:3])
+    more = f" and {len(rest) - 3} more" if len(rest) > 3 else ""
+    return (f"{left / total:.0%} of the parameters are in no Conv1d/Conv2d/Linear/Embedding layer and stay fp32: "
+            f"{shown}{more}")
 
 
 def workload_digest(workload: Workload, model: Any) -> str:

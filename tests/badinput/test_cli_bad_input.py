@@ -418,3 +418,34 @@ def test_an_error_raised_in_a_ray_worker_is_said_as_the_worker_said_it():
     assert isinstance(wrapped, ModelSpecError) and "(pid=" in str(wrapped).splitlines()[0]
     assert _first_line(wrapped) == str(cause)
     assert _first_line(ModelSpecError("plain\nsecond line")) == "plain"
+
+
+def test_infeasible_size_names_the_parameters_no_layer_holds(tmp_path, capfd, monkeypatch):
+    """A model whose attention projections are packed in ``nn.MultiheadAttention.in_proj_weight``
+    (``nn.TransformerEncoder``, torchvision's ViT) keeps them fp32: a size budget below that floor
+    is one line that says which tensors hold it, and no study is written."""
+    (tmp_path / "enc.py").write_text(_WORKLOAD + textwrap.dedent("""
+        def make():
+            torch.manual_seed(0)
+            layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=16, batch_first=True)
+            model = torch.nn.Sequential(torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+                                        torch.nn.Flatten(), torch.nn.Linear(4 * 16, 3))
+            data = [(torch.randn(8, 4, 16), torch.zeros(8, dtype=torch.long))]
+            return Workload('enc', lambda: model.eval(), data, data)
+    """))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["search", "--model", f"{tmp_path / 'enc.py'}:make", "--budget", "size<=20%",
+                              "--space", "weight_only", "--db", str(tmp_path / "s.db")], capfd)
+    errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in out + err, out + err
+    assert "infeasible budget: size<=20%" in errors[0]
+    assert "of the parameters are in no Conv1d/Conv2d/Linear/Embedding layer and stay fp32: " in errors[0]
+    assert "0.layers.0.self_attn.in_proj_weight [48, 16]" in errors[0], errors[0]
+    # the budget is checked once the model is loaded, after the database opened: it holds no study
+    from autocomp.store import Store
+
+    store = Store(str(tmp_path / "s.db"))
+    try:
+        assert store.list_studies() == []
+    finally:
+        store.dispose()

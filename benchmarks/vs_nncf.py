@@ -275,7 +275,8 @@ def _digest(*splits) -> str:
     for split in splits:
         for batch in split:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            h.update(x.detach().cpu().contiguous().numpy().tobytes())
+            for t in (x.values() if isinstance(x, dict) else [x]):   # HF-style dict inputs too
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
         h.update(b"|")
     return h.hexdigest()[:12]
 
